@@ -1,0 +1,47 @@
+"""U-Net segmentation for TensorFlow/Keras 3, from the convolution up to spore counts.
+
+Importing the package registers the custom layers, losses and metrics that saved
+models use, so ``keras.models.load_model("model.keras")`` works after ``import unet``.
+Heavier parts (data, training, prediction, counting) are imported on first use.
+"""
+
+import os
+from importlib.metadata import PackageNotFoundError, version
+
+# Quiet TensorFlow's C++ start-up chatter unless the user chose a level already.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from .model import (
+    CenterCropToMatch,
+    ResizeToMatch,
+    check_input_shape,
+    conv_block,
+    decoder_block,
+    encoder_block,
+    input_size_for_output,
+    is_valid_input_size,
+    nearest_valid_sizes,
+    output_size,
+    shape_trace,
+    unet_model,
+)
+
+try:
+    __version__ = version("unet")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0+local"
+
+__all__ = [
+    "CenterCropToMatch",
+    "ResizeToMatch",
+    "check_input_shape",
+    "conv_block",
+    "decoder_block",
+    "encoder_block",
+    "input_size_for_output",
+    "is_valid_input_size",
+    "nearest_valid_sizes",
+    "output_size",
+    "shape_trace",
+    "unet_model",
+]
