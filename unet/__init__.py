@@ -5,6 +5,7 @@ models use, so ``keras.models.load_model("model.keras")`` works after ``import u
 Heavier parts (data, training, prediction, counting) are imported on first use.
 """
 
+import importlib
 import os
 from importlib.metadata import PackageNotFoundError, version
 
@@ -31,6 +32,25 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+local"
 
+
+# Public names of the heavier modules, imported on first access (PEP 562), so that
+# `import unet` stays cheap: name -> module inside the package.
+_LAZY = {}
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'unet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
     "CenterCropToMatch",
     "ResizeToMatch",
@@ -44,4 +64,5 @@ __all__ = [
     "output_size",
     "shape_trace",
     "unet_model",
+    *_LAZY,
 ]
