@@ -35,7 +35,14 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 # Public names of the heavier modules, imported on first access (PEP 562), so that
 # `import unet` stays cheap: name -> module inside the package.
-_LAZY = {}
+_LAZY = {
+    # synthetic spore microscopy
+    "SporeStyle": "spores",
+    "generate_dataset": "spores",
+    "render_crop": "spores",
+    "render_field": "spores",
+    "render_split": "spores",
+}
 
 
 def __getattr__(name):
