@@ -26,6 +26,17 @@ from .model import (
     shape_trace,
     unet_model,
 )
+from .losses import BCEDiceLoss, BCELoss, DiceLoss, get_loss
+from .metrics import (
+    Dice,
+    IoU,
+    Precision,
+    Recall,
+    confusion_counts,
+    scores_from_counts,
+    segmentation_metrics,
+    segmentation_scores,
+)
 
 try:
     __version__ = version("unet")
@@ -52,16 +63,28 @@ def __dir__():
 
 
 __all__ = [
+    "BCEDiceLoss",
+    "BCELoss",
     "CenterCropToMatch",
+    "Dice",
+    "DiceLoss",
+    "IoU",
+    "Precision",
+    "Recall",
     "ResizeToMatch",
     "check_input_shape",
+    "confusion_counts",
     "conv_block",
     "decoder_block",
     "encoder_block",
+    "get_loss",
     "input_size_for_output",
     "is_valid_input_size",
     "nearest_valid_sizes",
     "output_size",
+    "scores_from_counts",
+    "segmentation_metrics",
+    "segmentation_scores",
     "shape_trace",
     "unet_model",
     *_LAZY,
