@@ -209,11 +209,27 @@ def test_tta_averages_transformed_predictions():
         predict_tiled(model, np.zeros((16, 40), np.float32), tile=(16, 32), margin=0, tta="d4")
 
 
-def test_progress_bar_and_bad_inputs():
+def test_progress_bar_and_bad_inputs(capsys):
     model = unet.unet_model((None, None, 3), num_classes=1, filters=2, depth=2)
     out = predict_tiled(model, np.zeros((20, 20, 3), np.float32), progress=True)
     assert out.shape == (20, 20)
-    with pytest.raises(ValueError, match="model takes 3"):
+    assert "tiles" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"1 channel\(s\) but the model takes 3"):
         predict_tiled(model, np.zeros((20, 20), np.float32))
-    with pytest.raises(ValueError, match="channels"):
-        predict_tiled(model, np.zeros((20, 20, 1), np.float32))
+    with pytest.raises(ValueError, match=r"\(height, width\) or \(height, width, channels\)"):
+        predict_tiled(model, np.zeros((2, 20, 20, 3), np.float32))
+    with pytest.raises(ValueError, match="batch_size"):
+        predict_tiled(model, np.zeros((20, 20, 3), np.float32), batch_size=0)
+
+
+def test_public_names_are_exported_lazily():
+    import subprocess
+    import sys
+
+    names = ["predict_tiled", "plan_tiles", "count_spores", "label_spores", "measure_spores",
+             "count_errors", "baseline_mask", "flatten_background", "get_loss", "Dice"]
+    code = (
+        "import sys, unet; assert 'unet.predict' not in sys.modules and 'skimage' not in sys.modules;"
+        f"[getattr(unet, n) for n in {names!r}]; assert set({names!r}) <= set(unet.__all__)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -46,7 +46,20 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 # Public names of the heavier modules, imported on first access (PEP 562), so that
 # `import unet` stays cheap: name -> module inside the package.
-_LAZY = {}
+_LAZY = {
+    # predict.py: overlap-tile prediction
+    "predict_tiled": "predict",
+    "plan_tiles": "predict",
+    "model_geometry": "predict",
+    # count.py: instance labels, splitting, measurements
+    "label_spores": "count",
+    "measure_spores": "count",
+    "count_spores": "count",
+    "count_errors": "count",
+    # baseline.py: the classical method for contrast
+    "baseline_mask": "baseline",
+    "flatten_background": "baseline",
+}
 
 
 def __getattr__(name):
