@@ -38,10 +38,14 @@ import numpy as np
 
 from .model import PADDINGS, input_size_for_output, output_size
 
-#: Largest tile side (input pixels) the automatic planner chooses. It bounds memory
-#: (activations grow with batch_size * tile**2 * filters) and is large enough that a
-#: 2048x2048 image is done with 2x2 tiles of 1212 (valid, depth 4; work ratio 1.40);
-#: at 1024 the best plan would be 3x3 tiles of 876 (work ratio 1.65).
+#: Largest tile side (input pixels) the automatic planner chooses. It bounds memory:
+#: activations grow with batch_size * tile**2 * filters (a 1212x1212 tile of a
+#: depth-4 model took about 28 MB per first-level filter in float32 on CPU, so
+#: ~1.8 GB at filters=64, ~0.45 GB at 16; times batch_size). 1280 is large enough
+#: that a 2048x2048 image is done with 2x2 tiles of 1212 (valid, depth 4; work
+#: ratio 1.40, also 1.40 at 4096x4096 with 4x4 tiles); at 1024 the best plan
+#: would be 3x3 tiles of 876 (work ratio 1.65). Lower it (or batch_size) on
+#: small GPUs.
 MAX_TILE = 1280
 
 TTA_MODES = ("flips", "d4")
