@@ -77,7 +77,8 @@ def test_lone_elongated_and_ragged_ellipses_are_not_split():
     rng = np.random.default_rng(2)
     for k in range(12):
         a = rng.uniform(6, 20)
-        mask = draw((80, 80), ("ellipse", (40.3, 39.6), (a * rng.uniform(0.45, 1), a), rng.uniform(0, 3)))
+        radii = (a * rng.uniform(0.45, 1), a)
+        mask = draw((80, 80), ("ellipse", (40.3, 39.6), radii, rng.uniform(0, 3)))
         ring = ndi.binary_dilation(mask) & ~ndi.binary_erosion(mask)  # pixels along the outline
         ragged = mask ^ (ring & (rng.random(mask.shape) < 0.3))
         assert label_spores(mask).max() == 1

@@ -69,8 +69,9 @@ def test_keras_metrics_pool_over_batches_and_ignore_weight_zero():
 def test_keras_metrics_empty_conventions():
     empty = np.zeros((1, 3, 3, 1), np.float32)
     assert keras_scores(empty, empty) == {"dice": 1.0, "iou": 1.0, "precision": 1.0, "recall": 1.0}
-    assert keras_scores(empty + 1, empty) == {"dice": 0.0, "iou": 0.0, "precision": 0.0, "recall": 0.0}
-    assert keras_scores(empty, empty + 1) == {"dice": 0.0, "iou": 0.0, "precision": 0.0, "recall": 0.0}
+    zeros = {"dice": 0.0, "iou": 0.0, "precision": 0.0, "recall": 0.0}
+    assert keras_scores(empty + 1, empty) == zeros
+    assert keras_scores(empty, empty + 1) == zeros
 
 
 def test_keras_metric_config_and_registration():
@@ -89,7 +90,8 @@ def test_numpy_counts_and_scores_match_the_keras_metrics():
     counts = confusion_counts(truth, prob > 0.5)
     t, p = truth.ravel(), prob.ravel() > 0.5
     assert counts == (np.sum(t & p), np.sum(~t & p), np.sum(t & ~p), np.sum(~t & ~p))
-    assert scores_from_counts(*counts) == pytest.approx(keras_scores(truth.astype(np.float32), prob))
+    expected = keras_scores(truth.astype(np.float32), prob)
+    assert scores_from_counts(*counts) == pytest.approx(expected)
 
 
 def test_numpy_masks_any_positive_value_and_ignore_mask():

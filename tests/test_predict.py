@@ -38,7 +38,8 @@ def full_forward(model, image, context, depth, padding):
 def test_mirror_indices_equal_numpy_reflect(length):
     values = np.arange(length) * 10
     idx = np.arange(-95, length + 95)
-    np.testing.assert_array_equal(values[mirror_indices(idx, length)], np.pad(values, 95, "reflect"))
+    expected = np.pad(values, 95, "reflect")
+    np.testing.assert_array_equal(values[mirror_indices(idx, length)], expected)
 
 
 def test_geometry_is_read_from_the_model():
@@ -121,7 +122,8 @@ def test_same_tiling_with_the_default_margin_equals_one_forward_pass(depth):
 @pytest.mark.parametrize("shape", [(1, 1), (37, 201), (300, 29), (5, 4, 1)])
 @pytest.mark.parametrize("padding", ["valid", "same"])
 def test_any_image_size_gives_exactly_that_size(shape, padding):
-    model = unet.unet_model((None, None, 1), num_classes=1, filters=2, depth=2, padding=padding)
+    model = unet.unet_model((None, None, 1), num_classes=1, filters=2, depth=2, padding=padding,
+                            skip="crop")
     out = predict_tiled(model, RNG.random(shape, dtype=np.float32))
     assert out.shape == shape[:2] and out.dtype == np.float32
     assert np.all((out >= 0) & (out <= 1))
@@ -140,6 +142,17 @@ def test_static_input_model_uses_its_own_size_and_matches_the_none_model():
         predict_tiled(static, image, tile=size + 4)
 
 
+def test_valid_resize_skip_model_warns_without_a_tile(recwarn):
+    model = unet.unet_model((None, None, 1), num_classes=1, filters=2, depth=2)  # skip="resize"
+    image = RNG.random((30, 30), dtype=np.float32)
+    with pytest.warns(UserWarning, match="depends on the tile size"):
+        auto = predict_tiled(model, image)
+    fixed = predict_tiled(model, image, tile=60)
+    assert not [w for w in recwarn if "tile size" in str(w.message)]
+    # The warning is real: the same model gives other numbers with another tile.
+    assert np.abs(auto - fixed).max() > 1e-4
+
+
 def test_softmax_returns_class_one_and_all_classes_on_request():
     model = unet.unet_model((None, None, 1), num_classes=3, filters=2, depth=2, padding="same")
     image = RNG.random((30, 41), dtype=np.float32)
@@ -150,7 +163,7 @@ def test_softmax_returns_class_one_and_all_classes_on_request():
 
 
 def test_tiles_are_batched_and_bounded(monkeypatch):
-    model = unet.unet_model((None, None, 1), num_classes=1, filters=2, depth=2)
+    model = unet.unet_model((None, None, 1), num_classes=1, filters=2, depth=2, skip="crop")
     calls = []
     original = model.predict_on_batch
 
@@ -210,7 +223,7 @@ def test_tta_averages_transformed_predictions():
 
 
 def test_progress_bar_and_bad_inputs(capsys):
-    model = unet.unet_model((None, None, 3), num_classes=1, filters=2, depth=2)
+    model = unet.unet_model((None, None, 3), num_classes=1, filters=2, depth=2, skip="crop")
     out = predict_tiled(model, np.zeros((20, 20, 3), np.float32), progress=True)
     assert out.shape == (20, 20)
     assert "tiles" in capsys.readouterr().err
@@ -229,7 +242,8 @@ def test_public_names_are_exported_lazily():
     names = ["predict_tiled", "plan_tiles", "count_spores", "label_spores", "measure_spores",
              "count_errors", "baseline_mask", "flatten_background", "get_loss", "Dice"]
     code = (
-        "import sys, unet; assert 'unet.predict' not in sys.modules and 'skimage' not in sys.modules;"
+        "import sys, unet;"
+        "assert 'unet.predict' not in sys.modules and 'skimage' not in sys.modules;"
         f"[getattr(unet, n) for n in {names!r}]; assert set({names!r}) <= set(unet.__all__)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -141,9 +141,10 @@ def foreground_masks(y_true, y_pred, threshold=0.5, class_id=None):
         if class_id not in (None, 0):
             raise ValueError(f"class_id must be None for a sigmoid head, got {class_id!r}.")
         return target[..., 0] > 0.5, probs[..., 0] > threshold
-    index = (
-        ops.argmax(target, axis=-1) if target.shape[-1] == classes else ops.cast(target[..., 0], "int32")
-    )
+    if target.shape[-1] == classes:  # one-hot truth
+        index = ops.argmax(target, axis=-1)
+    else:  # class indices
+        index = ops.cast(target[..., 0], "int32")
     if class_id is None:
         return index > 0, (1.0 - probs[..., 0]) > threshold
     return index == class_id, probs[..., class_id] > threshold

@@ -32,6 +32,7 @@ predict such a model with the tile size it was trained on (``tile=...``).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -455,6 +456,13 @@ def predict_tiled(
         tile = static
     elif None in _pair(tile, "tile") and tile is not None:
         raise ValueError(f"tile must be an int or (height, width) of ints, got {tile!r}.")
+    elif tile is None and geometry.padding == "valid" and geometry.resize_skips:
+        warnings.warn(
+            f"Model {model.name!r} has valid padding and resizes its skip features, so its "
+            "output depends on the tile size; pass tile= the size it was trained on (e.g. "
+            "284), or build valid models with skip='crop'.",
+            stacklevel=2,
+        )
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size!r}.")
     plan = plan_tiles(
