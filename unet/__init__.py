@@ -26,6 +26,17 @@ from .model import (
     shape_trace,
     unet_model,
 )
+from .losses import BCEDiceLoss, BCELoss, DiceLoss, get_loss
+from .metrics import (
+    Dice,
+    IoU,
+    Precision,
+    Recall,
+    confusion_counts,
+    scores_from_counts,
+    segmentation_metrics,
+    segmentation_scores,
+)
 
 try:
     __version__ = version("unet")
@@ -42,6 +53,18 @@ _LAZY = {
     "render_crop": "spores",
     "render_field": "spores",
     "render_split": "spores",
+    # predict.py: overlap-tile prediction
+    "predict_tiled": "predict",
+    "plan_tiles": "predict",
+    "model_geometry": "predict",
+    # count.py: instance labels, splitting, measurements
+    "label_spores": "count",
+    "measure_spores": "count",
+    "count_spores": "count",
+    "count_errors": "count",
+    # baseline.py: the classical method for contrast
+    "baseline_mask": "baseline",
+    "flatten_background": "baseline",
 }
 
 
@@ -59,16 +82,28 @@ def __dir__():
 
 
 __all__ = [
+    "BCEDiceLoss",
+    "BCELoss",
     "CenterCropToMatch",
+    "Dice",
+    "DiceLoss",
+    "IoU",
+    "Precision",
+    "Recall",
     "ResizeToMatch",
     "check_input_shape",
+    "confusion_counts",
     "conv_block",
     "decoder_block",
     "encoder_block",
+    "get_loss",
     "input_size_for_output",
     "is_valid_input_size",
     "nearest_valid_sizes",
     "output_size",
+    "scores_from_counts",
+    "segmentation_metrics",
+    "segmentation_scores",
     "shape_trace",
     "unet_model",
     *_LAZY,
