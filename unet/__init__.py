@@ -35,7 +35,27 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 # Public names of the heavier modules, imported on first access (PEP 562), so that
 # `import unet` stays cheap: name -> module inside the package.
-_LAZY = {}
+_LAZY = {
+    "Augmentation": "data",
+    "Pair": "data",
+    "Samples": "data",
+    "border_weight_map": "data",
+    "class_weights": "data",
+    "find_pairs": "data",
+    "list_images": "data",
+    "load_folder": "data",
+    "load_image": "data",
+    "make_dataset": "data",
+    "make_tile": "data",
+    "normalize": "data",
+    "pad_to_tile": "data",
+    "read_image": "data",
+    "read_labels": "data",
+    "read_mask": "data",
+    "sample_weights": "data",
+    "tile_size_for": "data",
+    "to_channels": "data",
+}
 
 
 def __getattr__(name):
