@@ -1012,6 +1012,9 @@ def make_dataset(
             tf.TensorSpec((), tf.int64),
         ),
     )
+    # Tell Keras the epoch length up front (no "ran out of data" on the first epoch).
+    cardinality = tf.data.INFINITE_CARDINALITY if repeat else n
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(cardinality))
     dataset = dataset.map(to_tensors, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.batch(int(batch_size), drop_remainder=drop_remainder)
     return dataset.prefetch(tf.data.AUTOTUNE)
