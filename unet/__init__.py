@@ -40,6 +40,7 @@ _LAZY = {
     "Pair": "data",
     "Samples": "data",
     "border_weight_map": "data",
+    "class_balance": "data",
     "class_weights": "data",
     "find_pairs": "data",
     "list_images": "data",

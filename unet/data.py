@@ -78,7 +78,12 @@ def _read_raw(path, palette_as_index=False):
         ) from None
     if array.dtype == bool:
         array = array.astype(np.uint8)
-    array = np.squeeze(array) if array.ndim > 2 else array
+    while array.ndim > 3 and array.shape[0] == 1:  # leading singleton axes of TIFFs
+        array = array[0]
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    elif array.ndim == 3 and array.shape[0] == 1 and array.shape[-1] not in (2, 3, 4):
+        array = array[0]
     if array.ndim == 3 and array.shape[-1] not in (2, 3, 4) and array.shape[0] in (2, 3, 4):
         array = np.moveaxis(array, 0, -1)  # channels-first TIFF
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (2, 3, 4)):
@@ -516,13 +521,10 @@ def _check_tile(tile, out):
         )
 
 
-def _place(image, mask, weight, tile, out):
-    """Mirror-pad the image to tile x tile with the crop centred in the output window.
-
-    Returns the padded image and the mask and weight in *tile* coordinates
-    (0 outside the crop).
-    """
-    image = np.asarray(image)
+def _prepare(image, mask, weight, tile, out):
+    """Check a crop and its mask and weight; returns them as float32 arrays and the
+    crop's top-left corner in the tile (centred in the output window)."""
+    image = np.asarray(image, np.float32)
     if image.ndim == 2:
         image = image[..., None]
     h, w = image.shape[:2]
@@ -531,29 +533,15 @@ def _place(image, mask, weight, tile, out):
             f"A {h}x{w} crop does not fit the {out}x{out} output window of a {tile} tile; "
             "use a bigger tile (tile_size_for(crop_size)) or cut the image into smaller crops."
         )
-    if mask is None:
-        mask = np.zeros((h, w), np.float32)
-    if weight is None:
-        weight = np.ones((h, w), np.float32)
-    mask, weight = np.asarray(mask), np.asarray(weight)
+    mask = np.zeros((h, w), np.float32) if mask is None else np.asarray(mask, np.float32)
+    weight = np.ones((h, w), np.float32) if weight is None else np.asarray(weight, np.float32)
     for name, array in (("mask", mask), ("weight", weight)):
-        if array.shape[:2] != (h, w):
-            raise ValueError(f"The {name} is {array.shape[:2]} but its image is {(h, w)}.")
+        if array.shape[:2] != (h, w) or array.size != h * w:
+            raise ValueError(f"The {name} is {array.shape} but its image is {(h, w)}.")
     margin = (tile - out) // 2
     top = margin + (out - h) // 2
     left = margin + (out - w) // 2
-    pads = ((top, tile - top - h), (left, tile - left - w))
-    image_tile = np.pad(image, (*pads, (0, 0)), mode="reflect")
-    mask_tile = np.zeros((tile, tile), np.float32)
-    weight_tile = np.zeros((tile, tile), np.float32)
-    mask_tile[top : top + h, left : left + w] = mask.reshape(h, w)
-    weight_tile[top : top + h, left : left + w] = weight.reshape(h, w)
-    return image_tile.astype(np.float32, copy=False), mask_tile, weight_tile
-
-
-def _window(array, tile, out):
-    margin = (tile - out) // 2
-    return array[margin : margin + out, margin : margin + out]
+    return image, mask.reshape(h, w), weight.reshape(h, w), top, left
 
 
 def pad_to_tile(image, mask=None, weight=None, tile=284, out=100):
@@ -588,18 +576,55 @@ def pad_to_tile(image, mask=None, weight=None, tile=284, out=100):
         If the crop is larger than ``out``.
     """
     _check_tile(tile, out)
-    image_tile, mask_tile, weight_tile = _place(image, mask, weight, tile, out)
-    return image_tile, _window(mask_tile, tile, out), _window(weight_tile, tile, out)
+    image, mask, weight, top, left = _prepare(image, mask, weight, tile, out)
+    h, w = mask.shape
+    image_tile = np.pad(image, ((top, tile - top - h), (left, tile - left - w), (0, 0)), "reflect")
+    m = (tile - out) // 2
+    mask_out = np.zeros((out, out), np.float32)
+    weight_out = np.zeros((out, out), np.float32)
+    mask_out[top - m : top - m + h, left - m : left - m + w] = mask
+    weight_out[top - m : top - m + h, left - m : left - m + w] = weight
+    return image_tile, mask_out, weight_out
 
 
 # --------------------------------------------------------------------------------------
 # The paper's border weights
 # --------------------------------------------------------------------------------------
-def class_weights(mask):
-    """Class-balancing weights ``w_c``: each class gets ``N / (2 N_class)``.
+def class_balance(masks):
+    """Class-balancing weights pooled over masks: ``N / (2 N_class)`` per class.
 
-    Both classes then contribute equally and the mean weight is 1. A mask with
-    a single class gets weight 1 everywhere.
+    Both classes then contribute equally to a weighted loss and the mean weight is 1.
+
+    Parameters
+    ----------
+    masks : sequence of numpy.ndarray
+        Masks or label images (> 0 is foreground).
+
+    Returns
+    -------
+    (float, float)
+        ``(w_background, w_foreground)``; ``(1.0, 1.0)`` if only one class occurs.
+    """
+    n = n_fg = 0
+    for mask in masks:
+        mask = np.asarray(mask)
+        n += mask.size
+        n_fg += int(np.count_nonzero(mask))
+    if n_fg in (0, n):
+        return 1.0, 1.0
+    return n / (2.0 * (n - n_fg)), n / (2.0 * n_fg)
+
+
+def class_weights(mask, balance=None):
+    """Per-pixel class-balancing weights ``w_c`` of one mask.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        Mask or label image (> 0 is foreground).
+    balance : (float, float), optional
+        ``(w_background, w_foreground)``; by default :func:`class_balance` of
+        this mask alone.
 
     Returns
     -------
@@ -607,10 +632,8 @@ def class_weights(mask):
         float32, same shape as ``mask``.
     """
     fg = np.asarray(mask) > 0
-    n, n_fg = fg.size, int(fg.sum())
-    if n_fg in (0, n):
-        return np.ones(fg.shape, np.float32)
-    return np.where(fg, n / (2.0 * n_fg), n / (2.0 * (n - n_fg))).astype(np.float32)
+    w_bg, w_fg = class_balance([fg]) if balance is None else balance
+    return np.where(fg, np.float32(w_fg), np.float32(w_bg)).astype(np.float32)
 
 
 def border_weight_map(labels, w0=10.0, sigma=5.0, balance=True):
@@ -634,8 +657,10 @@ def border_weight_map(labels, w0=10.0, sigma=5.0, balance=True):
         Height of the border term (10 in the paper).
     sigma : float
         Width of the border term in pixels (about 5 in the paper).
-    balance : bool
-        Add class-balancing weights (:func:`class_weights`); otherwise ``w_c = 1``.
+    balance : bool or (float, float)
+        ``w_c``: True balances the classes of this image (:func:`class_weights`),
+        a pair gives ``(w_background, w_foreground)`` (e.g. :func:`class_balance`
+        of a whole data set), False gives ``w_c = 1``.
 
     Returns
     -------
@@ -647,7 +672,12 @@ def border_weight_map(labels, w0=10.0, sigma=5.0, balance=True):
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise ValueError(f"labels must be a 2-D array, got shape {labels.shape}.")
-    wc = class_weights(labels) if balance else np.ones(labels.shape, np.float32)
+    if balance is True:
+        wc = class_weights(labels)
+    elif balance is False or balance is None:
+        wc = np.ones(labels.shape, np.float32)
+    else:
+        wc = class_weights(labels, tuple(balance))
     reach = int(np.ceil(6 * sigma))
     d1 = np.full(labels.shape, np.inf, np.float32)
     d2 = np.full(labels.shape, np.inf, np.float32)
@@ -674,10 +704,11 @@ def border_weight_map(labels, w0=10.0, sigma=5.0, balance=True):
 class Augmentation:
     """Random augmentation of a training tile; each part can be switched off.
 
-    Geometric transforms move image, mask and weight together (computed on the
-    whole mirror-padded input tile, so rotations and deformations never leave
-    holes); intensity changes touch the image only. Images are normalised to
-    about [0, 1], which the intensity ranges refer to.
+    Geometric transforms move image, mask and weight together over the whole
+    input tile, whose mirror padding extends as far as a rotation or deformation
+    reaches, so they never leave holes; pixels that come from outside the real
+    crop get mask 0 and weight 0. Intensity changes touch the image only. Images
+    are normalised to about [0, 1], which the intensity ranges refer to.
 
     Attributes
     ----------
@@ -690,8 +721,9 @@ class Augmentation:
         (with flips and 90-degree turns, 45 covers every angle); 0 disables.
     elastic : bool
         The paper's elastic deformation: random displacement vectors on a coarse
-        ``elastic_grid x elastic_grid`` grid, drawn with standard deviation
-        ``elastic_sigma`` pixels and interpolated bicubically over the tile.
+        ``elastic_grid x elastic_grid`` grid over the input tile, drawn with
+        standard deviation ``elastic_sigma`` pixels and interpolated bicubically
+        to every pixel.
     elastic_sigma : float
         Standard deviation of the coarse displacements, in pixels (10 in the paper).
     elastic_grid : int
@@ -704,6 +736,14 @@ class Augmentation:
         Raise to a power ``exp(u)``, u uniform in ``[-gamma, gamma]`` (sign kept).
     noise : float
         Add Gaussian noise whose standard deviation is uniform in ``[0, noise]``.
+
+    Notes
+    -----
+    Contrast, brightness and gamma are applied to the crop before resampling
+    (they act pixel by pixel, and the crop is smaller than the tile); the noise
+    is added to the final tile. The image is resampled bilinearly, the mask
+    bilinearly and thresholded at 0.5 (so it stays exactly 0/1), the weight by
+    nearest neighbour (so it keeps its values).
     """
 
     flip: bool = True
@@ -738,74 +778,102 @@ class Augmentation:
         """Whether a resampling transform (free rotation or elastic) is on."""
         return bool(self.rotation) or (self.elastic and self.elastic_sigma > 0)
 
-    def __call__(self, image_tile, mask_tile, weight_tile, out, rng):
-        """Augment one tile; see :func:`make_tile` for the arguments."""
-        tile = image_tile.shape[0]
-        if self.flip:
-            if rng.random() < 0.5:
-                image_tile, mask_tile, weight_tile = (
-                    a[:, ::-1] for a in (image_tile, mask_tile, weight_tile)
-                )
-            if rng.random() < 0.5:
-                image_tile, mask_tile, weight_tile = (
-                    a[::-1] for a in (image_tile, mask_tile, weight_tile)
-                )
-        if self.rotate90:
-            k = int(rng.integers(4))
-            image_tile, mask_tile, weight_tile = (
-                np.rot90(a, k, axes=(0, 1)) for a in (image_tile, mask_tile, weight_tile)
-            )
+    def __call__(self, image, mask, weight, tile, out, rng):
+        """Augment one crop into a tile; see :func:`make_tile` for the arguments."""
+        image, mask, weight, top, left = _prepare(image, mask, weight, tile, out)
+        channels = image.shape[-1]
+        # gray replicated to C channels: transform one channel (C times cheaper)
+        gray = channels > 1 and bool(np.all(image == image[..., :1]))
+        if gray:
+            image = image[..., :1]
+        image = self._pixelwise(image, rng)
+        flips = (self.flip and rng.random() < 0.5, self.flip and rng.random() < 0.5)
+        turns = int(rng.integers(4)) if self.rotate90 else 0
         if self.warps:
-            image, mask, weight = self._warp(image_tile, mask_tile, weight_tile, out, rng)
-        else:
-            image = image_tile
-            mask, weight = _window(mask_tile, tile, out), _window(weight_tile, tile, out)
-        return self._intensity(np.ascontiguousarray(image, np.float32), rng), mask, weight
+            image_tile, mask_out, weight_out = self._warp(
+                image, mask, weight, tile, out, top, left, flips, turns, rng
+            )
+        else:  # flips and quarter turns about the tile centre map the window onto itself
+            arrays = pad_to_tile(image, mask, weight, tile, out)
+            if flips[0]:
+                arrays = [a[::-1] for a in arrays]
+            if flips[1]:
+                arrays = [a[:, ::-1] for a in arrays]
+            image_tile, mask_out, weight_out = (
+                np.ascontiguousarray(np.rot90(a, turns, axes=(0, 1))) for a in arrays
+            )
+        if self.noise:
+            noise = rng.standard_normal(image_tile.shape, dtype=np.float32)
+            noise *= np.float32(rng.uniform(0, self.noise))
+            image_tile += noise
+        if gray:
+            image_tile = np.repeat(image_tile, channels, axis=-1)
+        return image_tile, mask_out, weight_out
 
-    def _warp(self, image_tile, mask_tile, weight_tile, out, rng):
+    def _warp(self, image, mask, weight, tile, out, top, left, flips, turns, rng):
+        """Resample crop, mask and weight at ``c + F Q R (p - c) + d(p)``.
+
+        p is a tile pixel, c the tile centre, F the flips, Q the quarter turns
+        (the same as the array flips and ``np.rot90``), R the free rotation and
+        d the elastic displacement field (all in tile coordinates).
+        """
         from scipy import ndimage as ndi
 
-        tile = image_tile.shape[0]
+        linear = np.diag([-1.0 if flips[0] else 1.0, -1.0 if flips[1] else 1.0])
+        linear = linear @ np.linalg.matrix_power(np.array([[0.0, 1.0], [-1.0, 0.0]]), turns)
+        if self.rotation:
+            angle = np.deg2rad(rng.uniform(-self.rotation, self.rotation))
+            cos, sin = np.cos(angle), np.sin(angle)
+            linear = linear @ np.array([[cos, -sin], [sin, cos]])
+        yy, xx = _centred_grid(tile)
         centre = (tile - 1) / 2.0
-        grid = np.arange(tile, dtype=np.float32) - centre
-        yy, xx = np.meshgrid(grid, grid, indexing="ij")
-        angle = np.deg2rad(rng.uniform(-self.rotation, self.rotation)) if self.rotation else 0.0
-        cos, sin = np.float32(np.cos(angle)), np.float32(np.sin(angle))
-        src_y = cos * yy - sin * xx + centre
-        src_x = sin * yy + cos * xx + centre
+        a, b, c, d = (np.float32(v) for v in linear.ravel())
+        src_y = a * yy + b * xx + np.float32(centre - top)  # in crop coordinates
+        src_x = c * yy + d * xx + np.float32(centre - left)
         if self.elastic and self.elastic_sigma > 0:
             g = int(self.elastic_grid)
             coarse = rng.normal(0.0, self.elastic_sigma, size=(2, g, g)).astype(np.float32)
-            up = _bicubic_matrix(g, tile)  # (tile, g): a separable bicubic upsampling
+            up = _bicubic_matrix(g, tile)  # (tile, g): separable bicubic upsampling
             src_y += up @ coarse[0] @ up.T
             src_x += up @ coarse[1] @ up.T
         coords = np.stack([src_y, src_x])
-        image = np.stack(
+        # 'mirror' is numpy's 'reflect' padding, as far out as the transform reaches
+        image_tile = np.stack(
             [
-                ndi.map_coordinates(image_tile[..., c], coords, order=1, mode="mirror")
-                for c in range(image_tile.shape[-1])
+                ndi.map_coordinates(image[..., k], coords, order=1, mode="mirror")
+                for k in range(image.shape[-1])
             ],
             axis=-1,
         )
-        window = coords[:, (tile - out) // 2 :, (tile - out) // 2 :][:, :out, :out]
-        mask = ndi.map_coordinates(np.ascontiguousarray(mask_tile), window, order=1, cval=0.0)
-        weight = ndi.map_coordinates(np.ascontiguousarray(weight_tile), window, order=0, cval=0.0)
-        return image, (mask >= 0.5).astype(np.float32), weight
+        m = (tile - out) // 2
+        window = coords[:, m : m + out, m : m + out]
+        mask_out = ndi.map_coordinates(mask, window, order=1, mode="grid-constant")
+        mask_out = (mask_out >= 0.5).astype(np.float32)
+        weight_out = ndi.map_coordinates(weight, window, order=0, mode="grid-constant")
+        return image_tile, mask_out, weight_out
 
-    def _intensity(self, image, rng):
+    def _pixelwise(self, image, rng):
+        image = np.array(image, np.float32)  # a copy: the caller's crop stays intact
         if self.contrast:
             mean = image.mean()
             factor = np.float32(rng.uniform(1 - self.contrast, 1 + self.contrast))
             image = (image - mean) * factor + mean
         if self.brightness:
-            image = image + np.float32(rng.uniform(-self.brightness, self.brightness))
+            image += np.float32(rng.uniform(-self.brightness, self.brightness))
         if self.gamma:
             g = np.float32(np.exp(rng.uniform(-self.gamma, self.gamma)))
             image = np.sign(image) * np.abs(image) ** g
-        if self.noise:
-            std = np.float32(rng.uniform(0, self.noise))
-            image = image + std * rng.standard_normal(image.shape, dtype=np.float32)
-        return image.astype(np.float32, copy=False)
+        return image
+
+
+@functools.lru_cache(maxsize=8)
+def _centred_grid(size):
+    """Row and column coordinates of a size x size grid relative to its centre."""
+    line = np.arange(size, dtype=np.float32) - np.float32((size - 1) / 2.0)
+    yy, xx = np.meshgrid(line, line, indexing="ij")
+    yy.setflags(write=False)
+    xx.setflags(write=False)
+    return yy, xx
 
 
 @functools.lru_cache(maxsize=16)
@@ -823,17 +891,21 @@ def _bicubic_matrix(points, size):
     matrix = np.stack(
         [ndi.map_coordinates(eye[j], positions, order=3, mode="mirror") for j in range(points)],
         axis=1,
-    )
+    ).astype(np.float32)
     matrix.setflags(write=False)
-    return matrix.astype(np.float32)
+    return matrix
 
 
 def make_tile(image, mask=None, weight=None, tile=284, out=100, augment=None, rng=None):
-    """One training example: pad a crop to a tile, then augment it.
+    """One training example: a crop placed in a tile, optionally augmented.
 
-    The crop is placed as in :func:`pad_to_tile`; the augmentation transforms the
-    whole input tile together with the mask and weight placed in tile
-    coordinates, then the mask and weight are cut to the output window.
+    Without augmentation this is :func:`pad_to_tile`. With it, the geometric
+    transform is applied to the whole mirror-padded input tile together with the
+    mask and weight placed in tile coordinates (0 outside the crop), and the
+    mask and weight are then cut to the output window. (The implementation
+    samples the crop directly, scipy's 'mirror' mode supplying the mirror
+    padding however far a transform reaches, and 'grid-constant' the zeros
+    around mask and weight.)
 
     Parameters
     ----------
@@ -852,11 +924,10 @@ def make_tile(image, mask=None, weight=None, tile=284, out=100, augment=None, rn
         float32 image ``(tile, tile, C)``, mask and weight ``(out, out)``; the mask
         stays exactly 0/1.
     """
-    _check_tile(tile, out)
-    image_tile, mask_tile, weight_tile = _place(image, mask, weight, tile, out)
     if augment is None:
-        return image_tile, _window(mask_tile, tile, out), _window(weight_tile, tile, out)
-    return augment(image_tile, mask_tile, weight_tile, out, np.random.default_rng(rng))
+        return pad_to_tile(image, mask, weight, tile, out)
+    _check_tile(tile, out)
+    return augment(image, mask, weight, tile, out, np.random.default_rng(rng))
 
 
 # --------------------------------------------------------------------------------------
@@ -874,7 +945,8 @@ def sample_weights(samples, weights="uniform", w0=10.0, sigma=5.0):
     weights : {"uniform", "border"}
         ``"uniform"``: 1 everywhere. ``"border"``: :func:`border_weight_map` of the
         sample's instance labels, or of the connected components of its mask when
-        the samples have no labels (touching objects then count as one).
+        the samples have no labels (touching objects then count as one), with
+        class-balancing weights pooled over all samples (:func:`class_balance`).
     w0, sigma : float
         Parameters of the border weights.
 
@@ -886,12 +958,13 @@ def sample_weights(samples, weights="uniform", w0=10.0, sigma=5.0):
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}.")
     if weights == "uniform":
-        return [np.ones(m.shape, np.float32) for m in samples.masks]
+        return [np.ones(m.shape[:2], np.float32) for m in samples.masks]
+    balance = class_balance(samples.masks)  # pooled: stable even for crops with little foreground
     if samples.labels is not None:
-        return [border_weight_map(lab, w0, sigma) for lab in samples.labels]
+        return [border_weight_map(lab, w0, sigma, balance) for lab in samples.labels]
     from skimage.measure import label
 
-    return [border_weight_map(label(m > 0), w0, sigma) for m in samples.masks]
+    return [border_weight_map(label(m > 0), w0, sigma, balance) for m in samples.masks]
 
 
 def make_dataset(
@@ -963,11 +1036,12 @@ def make_dataset(
             f"(e.g. {name}: {h}x{w}); use a bigger tile (tile_size_for({max(h, w)})) "
             "or cut the images into smaller crops."
         )
-    channels = {im.shape[-1] for im in samples.images}
+    images = [np.asarray(im, np.float32) for im in samples.images]
+    images = [im[..., None] if im.ndim == 2 else im for im in images]
+    channels = {im.shape[-1] for im in images}
     if len(channels) != 1:
         raise ValueError(f"All images must have the same number of channels, got {channels}.")
     channels = channels.pop()
-    images = [np.asarray(im, np.float32) for im in samples.images]
     masks = [(np.asarray(m) > 0).astype(np.float32) for m in samples.masks]
     pixel_weights = sample_weights(samples, weights, w0, sigma)
 
