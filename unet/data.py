@@ -743,7 +743,8 @@ class Augmentation:
     (they act pixel by pixel, and the crop is smaller than the tile); the noise
     is added to the final tile. The image is resampled bilinearly, the mask
     bilinearly and thresholded at 0.5 (so it stays exactly 0/1), the weight by
-    nearest neighbour (so it keeps its values).
+    nearest neighbour (so it keeps its values). A gray crop replicated to C
+    channels is transformed once and stays gray (the same noise in every channel).
     """
 
     flip: bool = True
