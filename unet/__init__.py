@@ -65,6 +65,26 @@ _LAZY = {
     # baseline.py: the classical method for contrast
     "baseline_mask": "baseline",
     "flatten_background": "baseline",
+    "Augmentation": "data",
+    "Pair": "data",
+    "Samples": "data",
+    "border_weight_map": "data",
+    "class_balance": "data",
+    "class_weights": "data",
+    "find_pairs": "data",
+    "list_images": "data",
+    "load_folder": "data",
+    "load_image": "data",
+    "make_dataset": "data",
+    "make_tile": "data",
+    "normalize": "data",
+    "pad_to_tile": "data",
+    "read_image": "data",
+    "read_labels": "data",
+    "read_mask": "data",
+    "sample_weights": "data",
+    "tile_size_for": "data",
+    "to_channels": "data",
 }
 
 

@@ -1,0 +1,611 @@
+"""Reading data folders, normalisation, tiles, border weights, augmentation, tf.data."""
+
+import warnings
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tifffile
+from PIL import Image
+from scipy import ndimage as ndi
+from skimage.draw import disk
+
+import unet
+from unet import data as D
+
+
+# --------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------
+def save_png(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def disks_mask(shape=(40, 50), centres=((20, 15), (20, 35)), radius=8):
+    labels = np.zeros(shape, np.int32)
+    for i, centre in enumerate(centres, start=1):
+        labels[disk(centre, radius, shape=shape)] = i
+    return labels
+
+
+def make_folder(root, n=3, size=(40, 50), labels=False):
+    """A small data folder: gray 8-bit images with two bright disks, 0/255 masks."""
+    for i in range(n):
+        lab = disks_mask(size, ((20, 12 + i), (20, 36 - i)))
+        image = (40 + 150 * (lab > 0)).astype(np.uint8)
+        save_png(root / "images" / f"s{i}.png", image)
+        save_png(root / "masks" / f"s{i}.png", ((lab > 0) * 255).astype(np.uint8))
+        if labels:
+            save_png(root / "labels" / f"s{i}.png", lab.astype(np.uint16))
+    return root
+
+
+def only(**switches):
+    """An augmentation with only the given parts switched on."""
+    return D.Augmentation(**{**vars(D.Augmentation.none()), **switches})
+
+
+# --------------------------------------------------------------------------------------
+# Reading images and masks
+# --------------------------------------------------------------------------------------
+def test_16bit_tiff_keeps_its_values(tmp_path):
+    image = (np.arange(12 * 10).reshape(12, 10) * 500).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "a.tif", image)
+    read = D.read_image(tmp_path / "a.tif")
+    assert read.dtype == np.uint16 and np.array_equal(read, image)
+    loaded = D.load_image(tmp_path / "a.tif", channels=3)
+    assert loaded.shape == (12, 10, 3) and loaded.dtype == np.float32
+    assert np.array_equal(loaded[..., 0], loaded[..., 2])
+    assert loaded.max() > 0.9 and loaded.min() < 0.1
+
+
+def test_channels_first_tiff_and_stacks(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 4000, (3, 8, 9), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "planar.tif", rgb, photometric="rgb", planarconfig="separate")
+    assert np.array_equal(D.read_image(tmp_path / "planar.tif"), np.moveaxis(rgb, 0, -1))
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((5, 8, 9), np.uint16))
+    with pytest.raises(ValueError, match="stack.tif"):
+        D.read_image(tmp_path / "stack.tif")
+
+
+def test_16bit_png_and_gray_png(tmp_path):
+    image16 = (np.arange(30).reshape(5, 6) * 2000).astype(np.uint16)
+    save_png(tmp_path / "g16.png", image16)
+    read = D.read_image(tmp_path / "g16.png")
+    assert read.dtype == np.uint16 and np.array_equal(read, image16)
+    gray = np.arange(30, dtype=np.uint8).reshape(5, 6)
+    save_png(tmp_path / "g8.png", gray)
+    three = D.to_channels(D.read_image(tmp_path / "g8.png"), 3)
+    assert three.shape == (5, 6, 3) and all(np.array_equal(three[..., c], gray) for c in range(3))
+
+
+def test_rgba_png_to_rgb_and_gray(tmp_path):
+    rgba = np.zeros((4, 5, 4), np.uint8)
+    rgba[..., 0], rgba[..., 1], rgba[..., 2], rgba[..., 3] = 200, 100, 50, 7
+    save_png(tmp_path / "a.png", rgba)
+    read = D.read_image(tmp_path / "a.png")
+    assert read.shape == (4, 5, 4)
+    rgb = D.to_channels(read, 3)
+    assert rgb.shape == (4, 5, 3) and np.array_equal(rgb, rgba[..., :3])
+    gray = D.to_channels(read, 1)
+    assert gray.shape == (4, 5, 1)
+    np.testing.assert_allclose(gray, 0.299 * 200 + 0.587 * 100 + 0.114 * 50, rtol=1e-6)
+    with pytest.raises(ValueError, match="channels"):
+        D.to_channels(rgb, 2)
+
+
+def test_jpeg_rgb(tmp_path):
+    rgb = np.zeros((16, 16, 3), np.uint8)
+    rgb[:, :8] = (250, 10, 10)
+    rgb[:, 8:] = (10, 10, 250)
+    Image.fromarray(rgb).save(tmp_path / "a.jpg", quality=95)
+    read = D.read_image(tmp_path / "a.jpg")
+    assert read.shape == (16, 16, 3) and read.dtype == np.uint8
+    assert read[8, 2, 0] > 200 and read[8, 2, 2] < 50 and read[8, 13, 2] > 200
+
+
+def test_masks_are_binary_whatever_the_encoding(tmp_path):
+    lab = disks_mask((20, 30))
+    expected = (lab > 0).astype(np.uint8)
+    save_png(tmp_path / "m01.png", expected)
+    save_png(tmp_path / "m255.png", expected * 255)
+    save_png(tmp_path / "mlab.png", (lab * 700).astype(np.uint16))
+    rgb = np.zeros((20, 30, 3), np.uint8)
+    rgb[..., 1] = expected * 128  # green only
+    save_png(tmp_path / "mrgb.png", rgb)
+    rgba = np.dstack([rgb, np.full((20, 30), 255, np.uint8)])  # opaque alpha is not foreground
+    save_png(tmp_path / "mrgba.png", rgba)
+    pal = Image.fromarray(lab.astype(np.uint8), "P")
+    pal.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * 759)
+    pal.save(tmp_path / "mpal.png")
+    tifffile.imwrite(tmp_path / "mtif.tif", expected.astype(bool))
+    names = ("m01.png", "m255.png", "mlab.png", "mrgb.png", "mrgba.png", "mpal.png", "mtif.tif")
+    for name in names:
+        mask = D.read_mask(tmp_path / name)
+        assert mask.dtype == np.uint8, name
+        assert np.array_equal(mask, expected), name
+
+
+def test_label_images(tmp_path):
+    lab = disks_mask((20, 30)) * 300
+    save_png(tmp_path / "l.png", lab.astype(np.uint16))
+    read = D.read_labels(tmp_path / "l.png")
+    assert read.dtype == np.int32 and np.array_equal(read, lab)
+    colours = np.zeros((20, 30, 3), np.uint8)
+    colours[lab == 300] = (255, 0, 0)
+    colours[lab == 600] = (0, 0, 255)
+    save_png(tmp_path / "c.png", colours)
+    read = D.read_labels(tmp_path / "c.png")
+    assert read[lab == 0].max() == 0
+    assert len(np.unique(read[lab == 300])) == 1 and len(np.unique(read[lab == 600])) == 1
+    assert sorted(np.unique(read)) == [0, 1, 2]
+
+
+def test_load_folder(tmp_path):
+    make_folder(tmp_path, n=3, labels=True)
+    samples = D.load_folder(tmp_path, channels=1)
+    assert samples.names == ["s0", "s1", "s2"] and len(samples) == 3
+    image, mask = samples.images[1], samples.masks[1]
+    assert image.shape == (40, 50, 1) and image.dtype == np.float32
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) == {0, 1}
+    # the bright disks are the mask: normalised to 1, background to 0
+    assert np.allclose(image[mask == 1], 1.0) and np.allclose(image[mask == 0], 0.0)
+    assert samples.labels is not None and samples.labels[0].max() == 2
+    assert D.load_folder(tmp_path / ".." / tmp_path.name, channels=3).images[0].shape[-1] == 3
+
+
+# --------------------------------------------------------------------------------------
+# Normalisation
+# --------------------------------------------------------------------------------------
+def test_normalize_16bit_percentiles():
+    image = np.full(1000, 1000, np.uint16)
+    image[500:] = 50000
+    image[-1] = 65535  # one outlier above the 99.8th percentile
+    out = D.normalize(image.reshape(25, 40))
+    assert out.dtype == np.float32
+    assert np.allclose(out.ravel()[:500], 0.0) and np.allclose(out.ravel()[500:-1], 1.0)
+    assert out.ravel()[-1] == pytest.approx((65535 - 1000) / 49000)  # not clipped
+    assert D.normalize(image, clip=True).max() == 1.0
+
+
+def test_normalize_constant_and_nearly_constant():
+    const = np.full((10, 10, 3), 1234, np.uint16)
+    out = D.normalize(const)
+    assert np.all(np.isfinite(out)) and np.all(out == 0)
+    almost = np.full((50, 50), 100.0)
+    almost[3, 4] = 200.0  # the percentiles coincide; min and max are used instead
+    out = D.normalize(almost)
+    assert out[3, 4] == 1.0 and out.sum() == 1.0
+
+
+def test_normalize_over_all_channels():
+    rgb = np.zeros((10, 10, 3), np.float32)
+    rgb[..., 1] = 10.0  # the red and blue stay at the low end, green at the high end
+    out = D.normalize(rgb, 0, 100)
+    assert np.all(out[..., 0] == 0) and np.all(out[..., 1] == 1)
+
+
+# --------------------------------------------------------------------------------------
+# Tiles
+# --------------------------------------------------------------------------------------
+def test_tile_size_for():
+    assert D.tile_size_for(100) == (284, 100)
+    assert D.tile_size_for(90) == (284, 100)  # 268 -> 84 is too small
+    assert D.tile_size_for(101) == (300, 116)
+    assert D.tile_size_for(100, padding="same") == (112, 112)
+    assert D.tile_size_for(64, depth=2) == (104, 64)  # valid depth 2: output = input - 40
+
+
+def test_pad_to_tile_valid_geometry():
+    h, w = 60, 80
+    crop = np.arange(h * w, dtype=np.float32).reshape(h, w, 1)
+    mask = (np.arange(h * w).reshape(h, w) % 3 == 0).astype(np.uint8)
+    image, m, wt = D.pad_to_tile(crop, mask, None, tile=284, out=100)
+    assert image.shape == (284, 284, 1) and m.shape == wt.shape == (100, 100)
+    top, left = 92 + 20, 92 + 10  # margin (284-100)/2 plus centring in the window
+    assert np.array_equal(image[top : top + h, left : left + w], crop)
+    assert np.array_equal(image[top - 1, left : left + w], crop[1])  # mirror, no edge repeat
+    assert np.array_equal(image[top : top + h, left - 3], crop[:, 3])
+    assert np.array_equal(m[20:80, 10:90], mask) and m.sum() == mask.sum()
+    assert np.all(wt[20:80, 10:90] == 1) and wt.sum() == h * w
+    # padding far wider than the crop still mirrors
+    image, m, wt = D.pad_to_tile(np.ones((1, 3, 3)), None, None, tile=284, out=100)
+    assert image.shape == (284, 284, 3) and np.all(image == 1) and wt.sum() == 3
+
+
+def test_pad_to_tile_same_padding_and_weights():
+    crop = np.random.default_rng(0).random((100, 100, 3)).astype(np.float32)
+    weight = np.full((100, 100), 2.5, np.float32)
+    image, m, wt = D.pad_to_tile(crop, np.ones((100, 100)), weight, tile=112, out=112)
+    assert image.shape == (112, 112, 3)
+    assert np.array_equal(image[6:106, 6:106], crop)
+    assert np.all(wt[6:106, 6:106] == 2.5) and wt.sum() == 2.5 * 100 * 100
+    assert m.sum() == 100 * 100
+
+
+def test_pad_to_tile_rejects_big_crops():
+    with pytest.raises(ValueError, match="bigger tile"):
+        D.pad_to_tile(np.zeros((101, 50, 1)), tile=284, out=100)
+    with pytest.raises(ValueError, match="tile"):
+        D.pad_to_tile(np.zeros((10, 10, 1)), tile=100, out=284)
+
+
+# --------------------------------------------------------------------------------------
+# Border weights
+# --------------------------------------------------------------------------------------
+def brute_force_weights(labels, w0=10.0, sigma=5.0):
+    """Eq. 2 of the paper with one full distance transform per object."""
+    ids = [i for i in np.unique(labels) if i]
+    dist = np.sort(np.stack([ndi.distance_transform_edt(labels != i) for i in ids]), axis=0)
+    fg = labels > 0
+    wc = np.where(fg, fg.size / (2 * fg.sum()), fg.size / (2 * (~fg).sum()))
+    return wc + w0 * np.exp(-((dist[0] + dist[1]) ** 2) / (2 * sigma**2)) * ~fg
+
+
+def test_border_weights_two_disks():
+    # disks of radius 10 at x = 30 and 52 span x 21..39 and 43..61: a 3-pixel gap
+    labels = disks_mask((60, 100), ((30, 30), (30, 52)), radius=10)
+    w = D.border_weight_map(labels)
+    fg = labels > 0
+    wc_bg, wc_fg = fg.size / (2 * (~fg).sum()), fg.size / (2 * fg.sum())
+    assert w.dtype == np.float32
+    assert np.allclose(w[fg], wc_fg)
+    # in the gap d1 + d2 = 4 (e.g. x = 41: 2 pixels to each disk)
+    gap = wc_bg + 10 * np.exp(-(4**2) / 50)
+    assert w[30, 40] == pytest.approx(gap, rel=1e-5) and w[30, 41] == pytest.approx(gap, rel=1e-5)
+    # outside the pair, d1 + d2 is large: the weight falls back to w_c
+    assert w[30, 5] == pytest.approx(wc_bg + 10 * np.exp(-((16 + 38) ** 2) / 50), abs=1e-6)
+    assert w[0, 99] == pytest.approx(wc_bg, abs=1e-3)
+    np.testing.assert_allclose(w, brute_force_weights(labels), atol=1e-5)
+
+
+def test_border_weights_many_objects_and_options():
+    rng = np.random.default_rng(1)
+    labels = np.zeros((100, 100), np.int32)
+    for i in range(15):
+        labels[disk(tuple(rng.integers(5, 95, 2)), 7, shape=labels.shape)] = 10 * i + 5
+    np.testing.assert_allclose(D.border_weight_map(labels), brute_force_weights(labels), atol=1e-5)
+    one = disks_mask((40, 40), ((20, 20),))
+    w = D.border_weight_map(one, balance=False)
+    assert np.all(w == 1.0)  # one object: no second-nearest, no class balancing
+    w = D.border_weight_map(one, balance=(0.5, 3.0))
+    assert np.all(w[one > 0] == 3.0) and np.all(w[one == 0] == 0.5)
+    w = D.border_weight_map(np.zeros((8, 8), int))
+    assert np.all(w == 1.0)
+
+
+# --------------------------------------------------------------------------------------
+# Augmentation
+# --------------------------------------------------------------------------------------
+def pattern(size=100):
+    """An asymmetric shape (an L and a disk) away from the borders."""
+    p = np.zeros((size, size), np.float32)
+    p[25:75, 25:35] = 1
+    p[65:75, 25:60] = 1
+    p[disk((35, 62), 8)] = 1
+    return p
+
+
+GEOMETRY = {
+    "flip": only(flip=True),
+    "rotate90": only(rotate90=True),
+    "rotation": only(rotation=45.0),
+    "elastic": only(elastic=True),
+    "all": D.Augmentation(brightness=0, contrast=0, gamma=0, noise=0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GEOMETRY))
+def test_augmentation_keeps_image_and_mask_aligned(name):
+    p = pattern()
+    image = np.dstack([p, 1 - p, np.full_like(p, 0.5)])
+    changed = 0
+    for seed in range(6):
+        tile, mask, weight = D.make_tile(image, p, None, 284, 100, GEOMETRY[name], seed)
+        assert tile.shape == (284, 284, 3) and mask.shape == weight.shape == (100, 100)
+        window = tile[92:192, 92:192]
+        assert set(np.unique(mask)) <= {0.0, 1.0}
+        inside = weight > 0  # outside the real crop the image shows mirrored content
+        assert inside.mean() > 0.5
+        np.testing.assert_array_equal((window[..., 0] >= 0.5)[inside], (mask == 1)[inside])
+        assert np.all(mask[~inside] == 0)
+        np.testing.assert_allclose(window[..., 0] + window[..., 1], 1.0, atol=1e-5)
+        assert abs(mask.sum() - p.sum()) < 0.3 * p.sum()  # elastic stretches a little
+        changed += not np.array_equal(mask, p)
+    assert changed >= 3  # the transform really moved the pattern
+
+
+def test_flips_and_quarter_turns_are_exact():
+    p = pattern()
+    expected = [np.rot90(q, k) for q in (p, p[::-1]) for k in range(4)]
+    aug = only(flip=True, rotate90=True)
+    seen = set()
+    for seed in range(30):
+        _, mask, weight = D.make_tile(p, p, None, 284, 100, aug, seed)
+        matches = [i for i, e in enumerate(expected) if np.array_equal(mask, e)]
+        assert matches and np.all(weight == 1)
+        seen.add(matches[0])
+    assert len(seen) == 8  # all eight symmetries of the square occur
+
+
+def test_warp_path_uses_the_same_flips_and_turns_as_the_array_path():
+    p = pattern()
+    image = np.dstack([p, np.random.default_rng(0).random(p.shape)])
+    exact = only(flip=True, rotate90=True)
+    warped = only(flip=True, rotate90=True, rotation=1e-7)  # resampling, angle ~ 0
+    for seed in range(8):
+        a = D.make_tile(image, p, None, 284, 100, exact, seed)
+        b = D.make_tile(image, p, None, 284, 100, warped, seed)
+        np.testing.assert_allclose(a[0], b[0], atol=1e-4)
+        assert np.array_equal(a[1], b[1]) and np.array_equal(a[2], b[2])
+
+
+def test_gray_images_stay_gray_and_colour_stays_colour():
+    p = pattern()
+    gray = np.repeat(p[..., None], 3, axis=-1)
+    tile, _, _ = D.make_tile(gray, p, None, 284, 100, D.Augmentation(), 3)
+    assert np.array_equal(tile[..., 0], tile[..., 2])  # the same noise in every channel
+    colour = np.dstack([p, p, 1 - p])
+    tile, _, _ = D.make_tile(colour, p, None, 284, 100, D.Augmentation(), 3)
+    assert not np.array_equal(tile[..., 0], tile[..., 1])  # independent noise
+
+
+def test_elastic_keeps_masks_binary_and_weights_consistent():
+    labels = disks_mask((80, 80), ((40, 28), (40, 52)), radius=10)
+    weight = D.border_weight_map(labels)
+    values = set(np.unique(weight).tolist()) | {0.0}
+    aug = only(elastic=True, elastic_sigma=10.0)
+    for seed in range(5):
+        _, mask, w = D.make_tile(np.zeros((80, 80, 1)), labels > 0, weight, 284, 100, aug, seed)
+        assert set(np.unique(mask)) <= {0.0, 1.0}
+        assert set(np.unique(w).tolist()) <= values  # nearest-neighbour: no new values
+        # the weights moved with the mask: object pixels carry the object weight
+        fg_weight = weight[labels > 0][0]
+        agree = np.mean(np.isclose(w[mask == 1], fg_weight))
+        assert agree > 0.97
+        # high border weights stay in the gap between the two deformed disks
+        lab = ndi.label(mask)[0]
+        assert lab.max() == 2 and w[mask == 0].max() > 5
+        # weight is 0 where the pixel came from outside the real 80x80 crop
+        assert np.all(mask[w == 0] == 0) and abs(np.sum(w > 0) - 6400) < 0.25 * 6400
+
+
+def test_intensity_changes_only_the_image_and_seed_is_reproducible():
+    p = pattern()
+    image = p[..., None]
+    aug = D.Augmentation(flip=False, rotate90=False, rotation=0, elastic=False)
+    t1, m1, w1 = D.make_tile(image, p, None, 284, 100, aug, 7)
+    t2, m2, w2 = D.make_tile(image, p, None, 284, 100, aug, 7)
+    t3, _, _ = D.make_tile(image, p, None, 284, 100, aug, 8)
+    assert np.array_equal(t1, t2) and not np.array_equal(t1, t3)
+    assert np.array_equal(m1, p) and np.all(w1 == 1)
+    assert not np.allclose(t1[92:192, 92:192, 0], p)
+    # switched off, augmentation is exactly the mirror padding, even far beyond small crops
+    for crop in (image, image[10:40, 20:45]):
+        plain = D.pad_to_tile(crop, crop[..., 0], None, 284, 100)
+        none = D.make_tile(crop, crop[..., 0], None, 284, 100, D.Augmentation.none(), 0)
+        for a, b in zip(none, plain):
+            assert a.shape == b.shape and np.array_equal(a, b)
+
+
+def test_augmentation_rejects_negative_values():
+    with pytest.raises(ValueError, match="rotation"):
+        D.Augmentation(rotation=-1)
+
+
+# --------------------------------------------------------------------------------------
+# tf.data pipeline
+# --------------------------------------------------------------------------------------
+def toy_samples(n=5, size=(60, 70), labels=False):
+    images, masks, labs = [], [], []
+    for i in range(n):
+        lab = disks_mask(size, ((30, 20 + i), (30, 45)), radius=9)
+        images.append(np.full(size + (3,), float(i), np.float32))
+        masks.append((lab > 0).astype(np.uint8))
+        labs.append(lab)
+    return D.Samples([f"s{i}" for i in range(n)], images, masks, labs if labels else None)
+
+
+def test_dataset_shapes_and_validation_order():
+    samples = toy_samples(5)
+    ds = D.make_dataset(samples, 284, 100, batch_size=2, shuffle=False)
+    spec = ds.element_spec
+    assert [tuple(s.shape) for s in spec] == [
+        (None, 284, 284, 3),
+        (None, 100, 100, 1),
+        (None, 100, 100, 1),
+    ]
+    batches = list(ds)
+    assert [b[0].shape[0] for b in batches] == [2, 2, 1] and len(ds) == 3
+    images = np.concatenate([b[0].numpy() for b in batches])
+    masks = np.concatenate([b[1].numpy() for b in batches])
+    weights = np.concatenate([b[2].numpy() for b in batches])
+    assert images.dtype == masks.dtype == weights.dtype == np.float32
+    for i in range(5):  # in order, exactly the padded crops
+        tile, mask, weight = D.pad_to_tile(samples.images[i], samples.masks[i], None, 284, 100)
+        assert np.array_equal(images[i], tile)
+        assert np.array_equal(masks[i, ..., 0], mask) and np.array_equal(weights[i, ..., 0], weight)
+    again = np.concatenate([b[0].numpy() for b in ds])
+    assert np.array_equal(images, again)
+
+
+def test_dataset_is_deterministic_and_varies_by_epoch():
+    samples = toy_samples(6)
+
+    def run(ds):
+        batches = list(ds)
+        return tuple(np.concatenate([b[k].numpy() for b in batches]) for k in (0, 1))
+
+    ds1 = D.make_dataset(samples, 284, 100, batch_size=4, augment=True, seed=5)
+    ds2 = D.make_dataset(samples, 284, 100, batch_size=4, augment=True, seed=5)
+    ds3 = D.make_dataset(samples, 284, 100, batch_size=4, augment=True, seed=6)
+    first, second = run(ds1), run(ds1)  # two epochs of the same dataset
+    assert np.array_equal(first[0], run(ds2)[0])  # same seed, same epoch: identical
+    assert not np.array_equal(first[0], second[0])  # the next epoch draws new ones
+    assert np.array_equal(second[0], run(ds2)[0])
+    assert not np.array_equal(first[0], run(ds3)[0])
+    assert set(np.unique(first[1])) <= {0.0, 1.0}
+    # shuffling: each epoch is a new permutation of all samples (image i is constant i)
+    plain = D.make_dataset(samples, 284, 100, batch_size=4, seed=5)
+    orders = [np.concatenate([b[0].numpy()[:, 0, 0, 0] for b in plain]) for _ in range(3)]
+    assert all(sorted(order.tolist()) == list(range(6)) for order in orders)
+    assert len({tuple(order.tolist()) for order in orders}) > 1
+
+
+def test_dataset_border_weights_and_repeat():
+    samples = toy_samples(3, labels=True)
+    n_fg = sum(int(m.sum()) for m in samples.masks)
+    n = 3 * 60 * 70
+    balance = (n / (2 * (n - n_fg)), n / (2 * n_fg))  # pooled over the three crops
+    assert D.class_balance(samples.masks) == pytest.approx(balance)
+    ds = D.make_dataset(samples, 284, 100, batch_size=3, shuffle=False, weights="border")
+    _, _, weight = next(iter(ds))
+    for i in range(3):
+        border = D.border_weight_map(samples.labels[i], balance=balance)
+        expected = D.pad_to_tile(samples.images[i], None, border)[2]
+        np.testing.assert_allclose(weight[i, ..., 0].numpy(), expected, rtol=1e-6)
+    # without labels, the connected components of the mask are the objects
+    no_labels = D.Samples(samples.names, samples.images, samples.masks)
+    (w,) = D.sample_weights(no_labels, "border")[:1]
+    np.testing.assert_allclose(w, D.border_weight_map(samples.labels[0], balance=balance))
+    repeated = D.make_dataset(samples, 284, 100, batch_size=2, repeat=True)
+    assert repeated.cardinality() == tf.data.INFINITE_CARDINALITY
+    assert len(list(repeated.take(5))) == 5
+
+
+def test_dataset_feeds_keras_fit():
+    tile, out = D.tile_size_for(40, depth=2)
+    samples = toy_samples(4, size=(30, 40))
+    ds = D.make_dataset(samples, tile, out, batch_size=2, augment=True)
+    model = unet.unet_model((None, None, 3), num_classes=1, filters=2, depth=2)
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # e.g. "your input ran out of data"
+        history = model.fit(ds, epochs=2, verbose=0, shuffle=False)
+    assert len(history.history["loss"]) == 2 and np.all(np.isfinite(history.history["loss"]))
+
+
+def test_dataset_rejects_bad_arguments():
+    samples = toy_samples(2, size=(120, 90))
+    with pytest.raises(ValueError, match=r"tile_size_for\(120\)"):
+        D.make_dataset(samples, 284, 100)
+    with pytest.raises(ValueError, match="weights"):
+        D.make_dataset(toy_samples(2), 284, 100, weights="paper")
+    with pytest.raises(ValueError, match="no samples"):
+        D.make_dataset(D.Samples([], [], []), 284, 100)
+    mixed = toy_samples(2)
+    mixed.images[1] = mixed.images[1][..., :1]
+    with pytest.raises(ValueError, match="channels"):
+        D.make_dataset(mixed, 284, 100)
+
+
+# --------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------
+def test_missing_or_wrong_folders(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        D.load_folder(tmp_path / "nowhere")
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(NotADirectoryError, match="file.txt"):
+        D.load_folder(tmp_path / "file.txt")
+    (tmp_path / "d" / "images").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="masks/"):
+        D.load_folder(tmp_path / "d")
+    (tmp_path / "d" / "masks").mkdir()
+    with pytest.raises(ValueError, match="no image files"):
+        D.load_folder(tmp_path / "d")
+
+
+def test_unmatched_names(tmp_path):
+    make_folder(tmp_path, n=2)
+    for i in range(7):
+        save_png(tmp_path / "images" / f"extra{i}.png", np.zeros((5, 5), np.uint8))
+    with pytest.raises(ValueError, match=r"7 image\(s\).*extra0.png|extra0.*and 2 more"):
+        D.find_pairs(tmp_path)
+    for i in range(7):
+        (tmp_path / "images" / f"extra{i}.png").unlink()
+    save_png(tmp_path / "masks" / "orphan.png", np.zeros((5, 5), np.uint8))
+    with pytest.raises(ValueError, match="orphan"):
+        D.find_pairs(tmp_path)
+
+
+def test_duplicate_stems(tmp_path):
+    make_folder(tmp_path, n=2)
+    tifffile.imwrite(tmp_path / "images" / "s0.tif", np.zeros((5, 5), np.uint8))
+    with pytest.raises(ValueError, match="s0.png and s0.tif|s0.tif and s0.png"):
+        D.find_pairs(tmp_path)
+
+
+def test_mask_of_another_size(tmp_path):
+    make_folder(tmp_path, n=2)
+    save_png(tmp_path / "masks" / "s1.png", np.zeros((10, 10), np.uint8))
+    with pytest.raises(ValueError, match=r"s1.png is 10x10 .* is 50x40"):
+        D.load_folder(tmp_path)
+
+
+def test_labels_must_match(tmp_path):
+    make_folder(tmp_path, n=2, labels=True)
+    (tmp_path / "labels" / "s1.png").unlink()
+    with pytest.raises(ValueError, match="labels.*s1|s1.*labels"):
+        D.find_pairs(tmp_path)
+    save_png(tmp_path / "labels" / "s1.png", np.zeros((3, 3), np.uint16))
+    with pytest.raises(ValueError, match="s1.png is 3x3"):
+        D.load_folder(tmp_path)
+
+
+def test_corrupt_files(tmp_path):
+    make_folder(tmp_path, n=2)
+    (tmp_path / "images" / "s1.png").write_bytes(b"this is not a png")
+    with pytest.raises(ValueError, match=r"Cannot read .*s1.png"):
+        D.load_folder(tmp_path)
+    good = (tmp_path / "masks" / "s0.png").read_bytes()
+    (tmp_path / "masks" / "s0.png").write_bytes(good[: len(good) // 2])  # truncated
+    with pytest.raises(ValueError, match=r"s0.png"):
+        D.read_mask(tmp_path / "masks" / "s0.png")
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        D.read_image(tmp_path / "missing.png")
+
+
+def test_hidden_and_non_image_files(tmp_path):
+    make_folder(tmp_path, n=2)
+    (tmp_path / "images" / ".DS_Store").write_bytes(b"\0\0")
+    (tmp_path / "masks" / "._s0.png").write_bytes(b"\0\0")
+    (tmp_path / "images" / "subfolder").mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # ignored silently
+        assert [p.name for p in D.find_pairs(tmp_path)] == ["s0", "s1"]
+    (tmp_path / "images" / "notes.txt").write_text("hello")
+    with pytest.warns(UserWarning, match="notes.txt"):
+        pairs = D.find_pairs(tmp_path)
+    assert [p.name for p in pairs] == ["s0", "s1"]
+
+
+def test_constant_masks(tmp_path):
+    make_folder(tmp_path, n=3)
+    save_png(tmp_path / "masks" / "s0.png", np.zeros((40, 50), np.uint8))
+    assert len(D.load_folder(tmp_path)) == 3  # one empty mask is fine
+    for i in range(3):
+        save_png(tmp_path / "masks" / f"s{i}.png", np.zeros((40, 50), np.uint8))
+    with pytest.raises(ValueError, match="empty"):
+        D.load_folder(tmp_path)
+    assert len(D.load_folder(tmp_path, check_masks=False)) == 3
+    for i in range(3):
+        save_png(tmp_path / "masks" / f"s{i}.png", np.full((40, 50), 255, np.uint8))
+    with pytest.raises(ValueError, match="single value"):
+        D.load_folder(tmp_path)
+
+
+def test_jpeg_masks_warn(tmp_path):
+    make_folder(tmp_path, n=2)
+    mask = D.read_mask(tmp_path / "masks" / "s1.png") * 255
+    (tmp_path / "masks" / "s1.png").unlink()
+    Image.fromarray(mask).save(tmp_path / "masks" / "s1.jpg", quality=95)
+    with pytest.warns(UserWarning, match="JPEG"):
+        D.load_folder(tmp_path)
+
+
+def test_lazy_exports():
+    assert unet.make_dataset is D.make_dataset and unet.normalize is D.normalize
+    assert unet.Augmentation is D.Augmentation
