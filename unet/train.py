@@ -243,10 +243,12 @@ def make_strategy(strategy="auto"):
         except (ValueError, RuntimeError, tf.errors.OpError):
             if strategy == "tpu":
                 raise ValueError("No TPU was found; use --strategy auto or default.") from None
-    if strategy == "mirrored" or (
-        strategy == "auto" and len(tf.config.list_logical_devices("GPU")) > 1
-    ):
-        return tf.distribute.MirroredStrategy()
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    if strategy == "mirrored" or (strategy == "auto" and len(gpus) > 1):
+        # Without GPUs, mirror over the logical CPU devices (one unless the CPU was split
+        # with tf.config.set_logical_device_configuration, as the tests do).
+        devices = gpus or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
     if strategy == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise ValueError(
