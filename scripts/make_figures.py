@@ -19,7 +19,10 @@ from unet import plot  # noqa: E402
 OUT = Path(__file__).resolve().parent.parent / "markdown images"
 
 # file name -> zero-argument callable returning a matplotlib Figure
-FIGURES = {}
+FIGURES = {
+    "spore_samples.png": plot.spore_samples,
+    "spore_field.png": plot.spore_field,
+}
 
 
 def main(names):

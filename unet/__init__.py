@@ -7,10 +7,41 @@ Heavier parts (data, training, prediction, counting) are imported on first use.
 
 import importlib
 import os
+import sys
 from importlib.metadata import PackageNotFoundError, version
 
-# Quiet TensorFlow's C++ start-up chatter unless the user chose a level already.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _import_tensorflow():
+    """Import TensorFlow, honouring TF_CPP_MIN_LOG_LEVEL (default here: 2) at start-up too.
+
+    TensorFlow 2.21 prints C++ start-up lines (oneDNN, CUDA stubs) before it reads
+    its log level. At level 2 or more they are hidden by pointing file descriptor 2
+    at /dev/null during the import; set TF_CPP_MIN_LOG_LEVEL=0 before ``import unet``
+    to see them. A failing import still raises its Python exception.
+    """
+    level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" in sys.modules or not level.isdigit() or int(level) < 2:
+        import tensorflow  # noqa: F401
+
+        return
+    try:
+        sys.stderr.flush()
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError):  # no usable file descriptor 2
+        import tensorflow  # noqa: F401
+
+        return
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+_import_tensorflow()
 
 from .model import (
     CenterCropToMatch,
@@ -26,6 +57,17 @@ from .model import (
     shape_trace,
     unet_model,
 )
+from .losses import BCEDiceLoss, BCELoss, DiceLoss, get_loss
+from .metrics import (
+    Dice,
+    IoU,
+    Precision,
+    Recall,
+    confusion_counts,
+    scores_from_counts,
+    segmentation_metrics,
+    segmentation_scores,
+)
 
 try:
     __version__ = version("unet")
@@ -35,7 +77,26 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 # Public names of the heavier modules, imported on first access (PEP 562), so that
 # `import unet` stays cheap: name -> module inside the package.
-_LAZY = {}
+_LAZY = {
+    # synthetic spore microscopy
+    "SporeStyle": "spores",
+    "generate_dataset": "spores",
+    "render_crop": "spores",
+    "render_field": "spores",
+    "render_split": "spores",
+    # predict.py: overlap-tile prediction
+    "predict_tiled": "predict",
+    "plan_tiles": "predict",
+    "model_geometry": "predict",
+    # count.py: instance labels, splitting, measurements
+    "label_spores": "count",
+    "measure_spores": "count",
+    "count_spores": "count",
+    "count_errors": "count",
+    # baseline.py: the classical method for contrast
+    "baseline_mask": "baseline",
+    "flatten_background": "baseline",
+}
 
 
 def __getattr__(name):
@@ -52,16 +113,28 @@ def __dir__():
 
 
 __all__ = [
+    "BCEDiceLoss",
+    "BCELoss",
     "CenterCropToMatch",
+    "Dice",
+    "DiceLoss",
+    "IoU",
+    "Precision",
+    "Recall",
     "ResizeToMatch",
     "check_input_shape",
+    "confusion_counts",
     "conv_block",
     "decoder_block",
     "encoder_block",
+    "get_loss",
     "input_size_for_output",
     "is_valid_input_size",
     "nearest_valid_sizes",
     "output_size",
+    "scores_from_counts",
+    "segmentation_metrics",
+    "segmentation_scores",
     "shape_trace",
     "unet_model",
     *_LAZY,

@@ -1,0 +1,196 @@
+"""Counting, splitting and measuring spores; the classical baseline."""
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+from skimage.draw import disk, ellipse
+
+from unet.baseline import baseline_mask, estimate_background, flatten_background, to_gray
+from unet.count import (
+    MIN_AREA,
+    SPORE_COLUMNS,
+    count_errors,
+    count_spores,
+    label_spores,
+    measure_spores,
+)
+from unet.metrics import segmentation_scores
+
+
+def draw(shape, *shapes):
+    """A boolean image with disks ``("disk", (r, c), radius)`` and ellipses."""
+    image = np.zeros(shape, bool)
+    for kind, *args in shapes:
+        if kind == "disk":
+            rr, cc = disk(args[0], args[1], shape=shape)
+        else:
+            (r, c), (ra, ca), angle = args
+            rr, cc = ellipse(r, c, ra, ca, rotation=angle, shape=shape)
+        image[rr, cc] = True
+    return image
+
+
+def test_separate_disks_are_counted_and_measured():
+    centres = [(20, 20), (20, 70), (60, 30), (70, 80)]
+    mask = draw((100, 100), *[("disk", c, 8) for c in centres])
+    result = count_spores(mask)
+    assert result.count == 4
+    table = result.table
+    assert list(table) == list(SPORE_COLUMNS)
+    found = sorted(zip(np.round(table["centroid_y"]), np.round(table["centroid_x"])))
+    assert found == sorted(centres)
+    area = np.count_nonzero(draw((100, 100), ("disk", (20, 20), 8)))
+    np.testing.assert_array_equal(table["area_px"], area)
+    np.testing.assert_allclose(table["equivalent_diameter"], 2 * np.sqrt(area / np.pi))
+    assert np.all(table["eccentricity"] < 0.2) and np.all(np.isnan(table["mean_intensity"]))
+    np.testing.assert_array_equal(table["id"], [1, 2, 3, 4])
+
+
+def test_ellipse_axes_orientation_and_intensity():
+    mask = draw((80, 80), ("ellipse", (40, 40), (6, 15), 0.0))  # long along columns
+    intensity = np.where(mask, 0.25, 1.0)
+    rgb = np.stack([intensity] * 3, -1)
+    table = count_spores(mask, intensity_image=rgb).table
+    assert table["major_axis"][0] == pytest.approx(30, abs=1.5)
+    assert table["minor_axis"][0] == pytest.approx(12, abs=1.5)
+    # Major axis along the columns: perpendicular to the row axis.
+    assert abs(table["orientation"][0]) == pytest.approx(np.pi / 2, abs=0.05)
+    assert table["mean_intensity"][0] == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("radius, angle", [(6, 0.0), (9, 0.7), (12, 2.0)])
+def test_two_touching_disks_are_split_in_two(radius, angle):
+    d = 1.8 * radius
+    a = np.array([50.0, 45.0])
+    b = a + d * np.array([np.sin(angle), np.cos(angle)])
+    mask = draw((110, 110), ("disk", a, radius), ("disk", b, radius))
+    assert ndi.label(mask)[1] == 1  # they do touch
+    labels = label_spores(mask)
+    assert labels.max() == 2
+    # Each centre lies in its own label, and the split keeps every pixel.
+    assert labels[tuple(np.round(a).astype(int))] != labels[tuple(np.round(b).astype(int))]
+    np.testing.assert_array_equal(labels > 0, mask)
+    assert label_spores(mask, split=False).max() == 1
+
+
+def test_lone_elongated_and_ragged_ellipses_are_not_split():
+    rng = np.random.default_rng(2)
+    for k in range(12):
+        a = rng.uniform(6, 20)
+        radii = (a * rng.uniform(0.45, 1), a)
+        mask = draw((80, 80), ("ellipse", (40.3, 39.6), radii, rng.uniform(0, 3)))
+        ring = ndi.binary_dilation(mask) & ~ndi.binary_erosion(mask)  # pixels along the outline
+        ragged = mask ^ (ring & (rng.random(mask.shape) < 0.3))
+        assert label_spores(mask).max() == 1
+        assert label_spores(ragged).max() == 1
+
+
+def test_specks_are_dropped_and_holes_filled():
+    mask = draw((60, 60), ("disk", (30, 30), 10))
+    mask[28:33, 28:33] = False  # a hole: a spore with a bright centre
+    mask[5:8, 5:8] = True  # 9-pixel speck
+    mask[50, 50] = True
+    labels = label_spores(mask)
+    assert labels.max() == 1
+    assert labels[30, 30] == 1  # hole filled
+    assert labels[6, 6] == 0 and labels[50, 50] == 0
+    assert np.count_nonzero(labels) == np.count_nonzero(draw((60, 60), ("disk", (30, 30), 10)))
+    assert label_spores(mask, min_area=5).max() == 2  # the 9-pixel speck is kept now
+    assert label_spores(mask, fill_holes=False)[30, 30] == 0
+    assert MIN_AREA > 9
+
+
+def test_probability_maps_are_thresholded():
+    prob = np.zeros((50, 50), np.float32)
+    prob[draw((50, 50), ("disk", (15, 15), 6))] = 0.9
+    prob[draw((50, 50), ("disk", (35, 35), 6))] = 0.4
+    assert label_spores(prob).max() == 1
+    assert label_spores(prob, threshold=0.3).max() == 2
+    assert label_spores((prob > 0.3).astype(np.uint8) * 255).max() == 2  # 0/255 mask
+    empty = count_spores(np.zeros((10, 10)))
+    assert empty.count == 0 and all(len(v) == 0 for v in empty.table.values())
+
+
+def test_bad_inputs_raise_clear_errors():
+    with pytest.raises(ValueError, match="2-D"):
+        label_spores(np.zeros((4, 4, 3)))
+    with pytest.raises(ValueError, match="integer label image"):
+        measure_spores(np.zeros((4, 4), np.float32))
+    with pytest.raises(ValueError, match="intensity image has shape"):
+        measure_spores(np.zeros((4, 4), int), np.zeros((5, 4)))
+    with pytest.raises(ValueError, match="same non-zero number"):
+        count_errors([1, 2], [1])
+
+
+def test_count_errors_hand_computed():
+    e = count_errors([10, 0, 5, 20], [12, 1, 5, 16])
+    assert e["mae"] == pytest.approx((2 + 1 + 0 + 4) / 4)
+    assert e["bias"] == pytest.approx((2 + 1 + 0 - 4) / 4)
+    assert e["mean_relative_error"] == pytest.approx((0.2 + 0 + 0.2) / 3)
+    assert e["total_relative_error"] == pytest.approx(1 / 35)
+    assert (e["true_total"], e["pred_total"], e["images"]) == (35, 34, 4)
+    assert np.isnan(e["rel_error"][1])
+    np.testing.assert_array_equal(e["abs_error"], [2, 1, 0, 4])
+
+
+# ---------------------------------------------------------------------------- baseline
+def brightfield_scene(seed=0, spore_level=0.55):
+    """Dark ellipses on a bright background with strong vignetting and noise."""
+    rng = np.random.default_rng(seed)
+    h, w = 240, 320
+    truth, specs = np.zeros((h, w), bool), []
+    while len(specs) < 14:
+        r, c = rng.uniform(15, h - 15), rng.uniform(15, w - 15)
+        if all(np.hypot(r - r0, c - c0) > 28 for r0, c0 in specs):
+            specs.append((r, c))
+            truth |= draw((h, w), ("ellipse", (r, c), (rng.uniform(5, 7), rng.uniform(8, 11)),
+                                   rng.uniform(0, np.pi)))
+    yy, xx = np.mgrid[:h, :w]
+    illumination = 1.0 - 0.6 * (((yy - 40) / h) ** 2 + ((xx - 60) / w) ** 2)  # a bright corner
+    scene = np.where(truth, spore_level, 1.0) * illumination
+    scene += rng.normal(0, 0.02, scene.shape)
+    return scene, truth, len(specs)
+
+
+def test_baseline_finds_dark_ellipses_under_uneven_illumination():
+    scene, truth, n = brightfield_scene()
+    mask = baseline_mask(scene)
+    assert segmentation_scores(truth, mask)["dice"] > 0.9
+    assert count_spores(mask).count == n
+    # Without flattening, one global threshold fails on this illumination.
+    from skimage.filters import threshold_otsu
+
+    naive = scene < threshold_otsu(scene)
+    assert segmentation_scores(truth, naive)["dice"] < 0.7
+
+
+def test_baseline_shape_filter_and_bright_objects():
+    scene, truth, n = brightfield_scene(1)
+    row = next(r for r in range(10, 230) if not truth[r - 4 : r + 7].any())
+    scene[row : row + 3, 20:300] = 0.3  # a long dark scratch that touches no spore
+    mask = baseline_mask(scene)
+    assert not mask[row + 1].any()  # too eccentric: filtered out
+    assert count_spores(mask).count == n
+    bright, truth, n = brightfield_scene(1, spore_level=1.8)  # e.g. fluorescence
+    assert segmentation_scores(truth, baseline_mask(bright, dark=False))["dice"] > 0.9
+    assert count_spores(baseline_mask(bright, dark=False)).count == n
+    assert baseline_mask(scene, max_area=50).sum() == 0  # every spore is larger
+
+
+def test_flattening_and_gray_conversion():
+    rgb = np.zeros((4, 5, 4))
+    rgb[..., 1] = 1.0  # pure green, alpha ignored
+    np.testing.assert_allclose(to_gray(rgb), 0.7152)
+    # A linear illumination ramp is flattened exactly, up to the image edges.
+    yy, xx = np.mgrid[:50, :200]
+    ramp = 1 + xx / 100 + yy / 200
+    np.testing.assert_allclose(flatten_background(ramp, size=11), 1.0, atol=1e-9)
+    np.testing.assert_allclose(flatten_background(ramp, 11, method="subtract"), 0, atol=1e-9)
+    # A dark disk is not part of the background; a bright one is, unless dark=False.
+    spot = ramp * np.where(draw((50, 200), ("disk", (25, 100), 6)), 0.5, 1.0)
+    np.testing.assert_allclose(estimate_background(spot, 21), ramp, rtol=0.02)
+    bright = ramp * np.where(draw((50, 200), ("disk", (25, 100), 6)), 1.5, 1.0)
+    np.testing.assert_allclose(estimate_background(bright, 21, dark=False), ramp, rtol=0.02)
+    assert np.max(estimate_background(bright, 21) / ramp) > 1.1
+    with pytest.raises(ValueError, match="method"):
+        flatten_background(ramp, method="median")

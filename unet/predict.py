@@ -1,0 +1,503 @@
+"""Overlap-tile prediction of images of any size (Ronneberger et al., 2015, Fig. 2).
+
+The image is cut into tiles that overlap by the network's context: each tile's
+*input* includes a margin of ``context`` pixels around the part of the image whose
+prediction it delivers, so every output pixel is predicted exactly once, with its
+full surroundings, and no tile seams appear. Beyond the image border the missing
+context is filled by mirroring the image (reflection without repeating the edge
+pixel). Tiles are read one batch at a time from the image with mirrored indices,
+so a 4096x4096 image needs memory for the image, the output and one batch of tiles,
+never for the activations of the whole image. Nothing is resized.
+
+* Valid padding (the paper's): a tile of input size ``T`` yields ``O =
+  output_size(T, depth)`` pixels; ``context = (T - O) / 2`` (92 at depth 4).
+* Same padding: the model returns as many pixels as it gets, but those within
+  the receptive field of the tile border see zero padding, not image. We keep a
+  margin anyway and deliver only each tile's centre. The default margin,
+  ``6 * 2**depth`` (96 at depth 4), covers the receptive field (``6 * 2**depth - 2``
+  pixels: the valid trim plus 2, since pooling and up-convolution are not centred),
+  so the centre is computed exactly as if the image went on and tiles agree where
+  they meet.
+
+Tiles start on multiples of ``2**depth`` pixels (the pooling grid), so for a
+translation-equivariant model (valid padding with ``skip="crop"``, or same
+padding) the tiled result equals one forward pass over the whole mirror-padded
+image, whatever the tile size.
+
+Note: a valid-padding model with ``skip="resize"`` resizes its skip features by
+a factor that depends on the input size, so its output depends on the tile size;
+predict such a model with the tile size it was trained on (``tile=...``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .model import PADDINGS, input_size_for_output, output_size
+
+#: Largest tile side (input pixels) the automatic planner chooses. It bounds memory:
+#: activations grow with batch_size * tile**2 * filters (a 1212x1212 tile of a
+#: depth-4 model took about 28 MB per first-level filter in float32 on CPU, so
+#: ~1.8 GB at filters=64, ~0.45 GB at 16; times batch_size). 1280 is large enough
+#: that a 2048x2048 image is done with 2x2 tiles of 1212 (valid, depth 4; work
+#: ratio 1.40, also 1.40 at 4096x4096 with 4x4 tiles); at 1024 the best plan
+#: would be 3x3 tiles of 876 (work ratio 1.65). Lower it (or batch_size) on
+#: small GPUs.
+MAX_TILE = 1280
+
+TTA_MODES = ("flips", "d4")
+
+
+# --------------------------------------------------------------------------------------
+# Geometry
+# --------------------------------------------------------------------------------------
+def default_context(depth, padding="valid"):
+    """Context margin around the pixels a tile delivers.
+
+    Valid padding: what the model trims on each side, ``(input - output) / 2 =
+    6 * 2**depth - 4`` (92 at depth 4). Same padding: ``6 * 2**depth`` (96 at
+    depth 4), the receptive-field radius ``6 * 2**depth - 2`` rounded up to the
+    pooling grid, so that a delivered pixel is computed exactly as in a larger
+    image (checked by the tests).
+    """
+    return 6 * 2**depth - (4 if padding == "valid" else 0)
+
+
+def _walk_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):  # nested models
+            yield from _walk_layers(layer)
+
+
+@dataclass(frozen=True)
+class ModelGeometry:
+    """What tiling needs to know about a model, read from the model itself.
+
+    Attributes
+    ----------
+    depth : int
+        Number of MaxPooling2D layers.
+    padding : {"valid", "same"}
+        Padding of the 3x3 convolutions.
+    channels : int
+        Input channels.
+    num_classes : int
+        Output channels (1: sigmoid foreground probability; >= 2: softmax).
+    input_size : tuple
+        ``(height, width)`` of the model input; ``(None, None)`` when any valid
+        size is accepted.
+    resize_skips : bool
+        Whether the model contains ``ResizeToMatch`` skip layers (see the module
+        note about valid padding).
+    """
+
+    depth: int
+    padding: str
+    channels: int
+    num_classes: int
+    input_size: tuple
+    resize_skips: bool
+
+
+def model_geometry(model):
+    """Read :class:`ModelGeometry` from a U-Net (built by ``unet_model`` or alike).
+
+    Raises
+    ------
+    ValueError
+        If the model has no pooling or no 3x3 convolution, mixes paddings, or
+        does not take images ``(batch, height, width, channels)``.
+    """
+    layers = list(_walk_layers(model))
+    kinds = [type(layer).__name__ for layer in layers]
+    depth = kinds.count("MaxPooling2D")
+    paddings = {
+        layer.get_config()["padding"]
+        for layer, kind in zip(layers, kinds)
+        if kind == "Conv2D" and tuple(layer.get_config()["kernel_size"]) == (3, 3)
+    }
+    if depth < 1 or len(paddings) != 1:
+        raise ValueError(
+            f"Model {model.name!r} does not look like a U-Net (found {depth} max-pooling "
+            f"layers and 3x3 convolution paddings {sorted(paddings)}); build it with "
+            "unet.unet_model."
+        )
+    in_shape, out_shape = tuple(model.input_shape), tuple(model.output_shape)
+    if len(in_shape) != 4 or len(out_shape) != 4:
+        raise ValueError(
+            f"Model {model.name!r} must take and return images (batch, height, width, "
+            f"channels), got input {in_shape} and output {out_shape}."
+        )
+    return ModelGeometry(
+        depth=depth,
+        padding=paddings.pop(),
+        channels=int(in_shape[3]),
+        num_classes=int(out_shape[3]),
+        input_size=(in_shape[1], in_shape[2]),
+        resize_skips="ResizeToMatch" in kinds,
+    )
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """How an image is cut into tiles (all sizes in pixels, ``(rows, cols)``).
+
+    Attributes
+    ----------
+    image_shape : tuple
+        ``(height, width)`` of the image.
+    tile : tuple
+        Model input size of every tile.
+    output : tuple
+        Model output size of every tile.
+    stride : tuple
+        Image pixels each tile delivers (and the step between tiles).
+    grid : tuple
+        Number of tiles along each axis.
+    context : tuple
+        Mirrored/neighbouring context above and left of the delivered part.
+    offset : tuple
+        Where the delivered part starts in the model output (0 for valid padding,
+        ``context`` for same padding).
+    work_ratio : float
+        Input pixels computed / output pixels wanted
+        (``grid_h * tile_h * grid_w * tile_w / (height * width)``).
+    """
+
+    image_shape: tuple
+    tile: tuple
+    output: tuple
+    stride: tuple
+    grid: tuple
+    context: tuple
+    offset: tuple
+    work_ratio: float
+
+    @property
+    def n_tiles(self):
+        """Total number of tiles."""
+        return self.grid[0] * self.grid[1]
+
+    def tile_origins(self):
+        """Top-left corners of the tiles in image coordinates (may be negative)."""
+        return [
+            (i * self.stride[0] - self.context[0], j * self.stride[1] - self.context[1])
+            for i in range(self.grid[0])
+            for j in range(self.grid[1])
+        ]
+
+
+def _round_up(value, multiple):
+    return -(-value // multiple) * multiple
+
+
+def _tile_for(kept, depth, padding, context):
+    """Smallest valid tile delivering ``kept`` pixels with ``context`` on both sides."""
+    if padding == "valid":
+        return input_size_for_output(kept, depth, "valid")
+    return _round_up(kept + 2 * context, 2**depth)
+
+
+def _axis_plan(length, depth, padding, context, tile, max_tile):
+    """``(tile, output, stride, n)`` for one axis."""
+    grid = 2**depth
+    if tile is not None:
+        if padding == "valid":
+            out = output_size(tile, depth, "valid")  # raises with the nearest valid sizes
+            deliverable = out
+        else:
+            if tile % grid:
+                output_size(tile, depth, "same")  # raises with the nearest valid sizes
+            out = tile
+            deliverable = tile - 2 * context
+            if deliverable < 1:
+                raise ValueError(
+                    f"Tile {tile} leaves nothing after a context margin of {context} pixels "
+                    f"on each side; use a tile of at least {_tile_for(1, depth, padding, context)} "
+                    "or a smaller margin."
+                )
+        if length <= deliverable:
+            return tile, out, length, 1
+        # Step on the pooling grid so that tiles see the image exactly as one pass would.
+        stride = deliverable // grid * grid if deliverable >= grid else deliverable
+        return tile, out, stride, math.ceil(length / stride)
+    best = None
+    n_min = max(1, math.ceil(length / max_tile))
+    for n in range(n_min, n_min + 64):
+        stride = length if n == 1 else _round_up(math.ceil(length / n), grid)
+        if n > 1 and (n - 1) * stride >= length:
+            break  # more tiles would not help
+        size = _tile_for(stride, depth, padding, context)
+        if size > max_tile:
+            continue
+        out = output_size(size, depth, padding)
+        candidate = (n * size / length, n, size, out, stride)
+        if best is None or candidate[0] < best[0] - 1e-12:
+            best = candidate
+        elif best is not None and n > best[1] + 4:
+            break
+    if best is None:
+        smallest = _tile_for(min(length, grid), depth, padding, context)
+        raise ValueError(
+            f"max_tile={max_tile} is smaller than the smallest usable tile ({smallest} pixels) "
+            f"for a depth-{depth} model with {padding} padding; raise max_tile."
+        )
+    _, n, size, out, stride = best
+    return size, out, stride, n
+
+
+def _pair(value, name):
+    if value is None:
+        return (None, None)
+    if np.ndim(value) == 0:
+        return (int(value), int(value))
+    if len(value) != 2:
+        raise ValueError(f"{name} must be an int or (height, width), got {value!r}.")
+    return tuple(None if v is None else int(v) for v in value)
+
+
+def plan_tiles(image_shape, depth=4, padding="valid", tile=None, max_tile=MAX_TILE, margin=None):
+    """Choose the tiles for an image.
+
+    Parameters
+    ----------
+    image_shape : tuple
+        ``(height, width[, channels])`` of the image.
+    depth : int
+        Pooling steps of the model.
+    padding : {"valid", "same"}
+        Padding of the model's convolutions.
+    tile : int or (int, int), optional
+        Model input size of the tiles (a static-input model's own size). ``None``
+        chooses it: per axis, the number of tiles and the smallest valid tile
+        covering the axis such that the work ratio is lowest with tiles no larger
+        than ``max_tile``. Tiles need not be square.
+    max_tile : int
+        Largest tile side the automatic choice may use (see :data:`MAX_TILE`).
+    margin : int, optional
+        Same padding only: context pixels kept around each tile's delivered part
+        (default :func:`default_context`, or a quarter of a fixed tile if less).
+        Valid padding has its context fixed by the architecture.
+
+    Returns
+    -------
+    TilePlan
+    """
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}.")
+    height, width = (int(v) for v in tuple(image_shape)[:2])
+    if height < 1 or width < 1:
+        raise ValueError(f"The image must have at least one pixel, got shape {tuple(image_shape)}.")
+    tiles = _pair(tile, "tile")
+    axes = []
+    for length, size in zip((height, width), tiles):
+        if padding == "valid":
+            if margin is not None:
+                raise ValueError(
+                    "margin applies to same-padding models only; a valid-padding model's "
+                    "context is fixed by its architecture."
+                )
+            context = default_context(depth, padding)
+        elif margin is not None:
+            context = int(margin)
+            if context < 0:
+                raise ValueError(f"margin must be >= 0, got {margin!r}.")
+        else:
+            context = default_context(depth, padding)
+            if size is not None:
+                context = min(context, size // 4)
+        t, out, stride, n = _axis_plan(length, depth, padding, context, size, max_tile)
+        if padding == "valid":
+            context = (t - out) // 2
+        axes.append((t, out, stride, n, context, 0 if padding == "valid" else context))
+    (th, oh, sh, nh, ch, fh), (tw, ow, sw, nw, cw, fw) = axes
+    return TilePlan(
+        image_shape=(height, width),
+        tile=(th, tw),
+        output=(oh, ow),
+        stride=(sh, sw),
+        grid=(nh, nw),
+        context=(ch, cw),
+        offset=(fh, fw),
+        work_ratio=nh * th * nw * tw / (height * width),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Mirroring and test-time augmentation
+# --------------------------------------------------------------------------------------
+def mirror_indices(indices, length):
+    """Map any integer positions into ``[0, length)`` by mirroring at the borders.
+
+    The same as ``numpy.pad(..., mode="reflect")`` (the edge pixel is not
+    repeated), for any distance beyond the border.
+    """
+    indices = np.asarray(indices)
+    if length == 1:
+        return np.zeros_like(indices)
+    period = 2 * (length - 1)
+    folded = np.mod(indices, period)
+    return np.where(folded < length, folded, period - folded)
+
+
+def _transforms(mode):
+    """Pairs (forward, inverse) acting on arrays ``(batch, rows, cols, channels)``."""
+    flips = [
+        (lambda x: x, lambda y: y),
+        (lambda x: x[:, ::-1], lambda y: y[:, ::-1]),
+        (lambda x: x[:, :, ::-1], lambda y: y[:, :, ::-1]),
+        (lambda x: x[:, ::-1, ::-1], lambda y: y[:, ::-1, ::-1]),
+    ]
+    if mode == "flips":
+        return flips
+    # The dihedral group D4: the flips above and their transposes.
+    transposed = [
+        (
+            (lambda f: lambda x: np.swapaxes(f(x), 1, 2))(fwd),
+            (lambda g: lambda y: g(np.swapaxes(y, 1, 2)))(inv),
+        )
+        for fwd, inv in flips
+    ]
+    return flips + transposed
+
+
+def _tta_mode(tta, tile):
+    if tta is False or tta is None:
+        return None
+    if tta is True:
+        return "d4" if tile[0] == tile[1] else "flips"
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta must be True, False or one of {TTA_MODES}, got {tta!r}.")
+    if tta == "d4" and tile[0] != tile[1]:
+        raise ValueError(f"tta='d4' needs square tiles, got {tile}; use tta='flips'.")
+    return tta
+
+
+# --------------------------------------------------------------------------------------
+# Prediction
+# --------------------------------------------------------------------------------------
+def _as_model_input(image, channels):
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3:
+        raise ValueError(
+            f"The image must be (height, width) or (height, width, channels), got shape "
+            f"{image.shape}."
+        )
+    if image.shape[2] != channels:
+        raise ValueError(
+            f"The image has {image.shape[2]} channel(s) but the model takes {channels}; "
+            "convert it first (unet.data converts gray, RGB and RGBA)."
+        )
+    return image.astype(np.float32, copy=False)
+
+
+def predict_tiled(
+    model,
+    image,
+    tile=None,
+    batch_size=4,
+    tta=False,
+    progress=False,
+    max_tile=MAX_TILE,
+    margin=None,
+    all_classes=False,
+):
+    """Foreground probability map of an image of any size, by overlap-tiles.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A U-Net; depth, padding, channels and input size are read from it. A
+        model with a fixed input size uses that size as its tile.
+    image : array_like
+        ``(height, width)`` or ``(height, width, channels)``, prepared as for
+        training (float, normalised per image, e.g. with ``unet.data``); any
+        size, even 1x1.
+    tile : int or (int, int), optional
+        Tile input size for a model with ``None`` input size (default: chosen by
+        :func:`plan_tiles`).
+    batch_size : int
+        Tiles per model call.
+    tta : bool or {"flips", "d4"}
+        Test-time augmentation: average the predictions of the flipped (and, for
+        square tiles, rotated/transposed) tiles, each mapped back. ``True`` means
+        ``"d4"`` (8 transforms) for square tiles, else ``"flips"`` (4).
+    progress : bool
+        Show a tqdm bar over the tile batches.
+    max_tile, margin
+        See :func:`plan_tiles`.
+    all_classes : bool
+        Return every output channel ``(height, width, C)`` instead of the
+        foreground probability.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(height, width)``: the sigmoid output, or for a softmax model
+        the class-1 probability; ``(height, width, C)`` with ``all_classes``.
+    """
+    geometry = model_geometry(model)
+    image = _as_model_input(image, geometry.channels)
+    height, width = image.shape[:2]
+    static = geometry.input_size
+    if None not in static:
+        if tile is not None and _pair(tile, "tile") != tuple(static):
+            raise ValueError(
+                f"Model {model.name!r} has the fixed input size {tuple(static)}, so it "
+                f"cannot use tile={tile!r}; leave tile unset."
+            )
+        tile = static
+    elif None in _pair(tile, "tile") and tile is not None:
+        raise ValueError(f"tile must be an int or (height, width) of ints, got {tile!r}.")
+    elif tile is None and geometry.padding == "valid" and geometry.resize_skips:
+        warnings.warn(
+            f"Model {model.name!r} has valid padding and resizes its skip features, so its "
+            "output depends on the tile size; pass tile= the size it was trained on (e.g. "
+            "284), or build valid models with skip='crop'.",
+            stacklevel=2,
+        )
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size!r}.")
+    plan = plan_tiles(
+        (height, width), geometry.depth, geometry.padding, tile, max_tile, margin
+    )
+    mode = _tta_mode(tta, plan.tile)
+    transforms = _transforms(mode) if mode else [(lambda x: x, lambda y: y)]
+
+    channels = geometry.num_classes
+    result = np.empty((height, width, channels), np.float32)
+    origins = plan.tile_origins()
+    batches = [origins[i : i + int(batch_size)] for i in range(0, len(origins), int(batch_size))]
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc="tiles", unit="batch")
+    (th, tw), (sh, sw), (fh, fw) = plan.tile, plan.stride, plan.offset
+    for batch in batches:
+        x = np.stack(
+            [
+                image[np.ix_(mirror_indices(np.arange(r, r + th), height),
+                             mirror_indices(np.arange(c, c + tw), width))]
+                for r, c in batch
+            ]
+        )
+        y = None
+        for forward, inverse in transforms:
+            out = inverse(np.asarray(model.predict_on_batch(np.ascontiguousarray(forward(x)))))
+            y = out.astype(np.float32) if y is None else y + out
+        if len(transforms) > 1:
+            y /= len(transforms)
+        for k, (r, c) in enumerate(batch):
+            top, left = r + plan.context[0], c + plan.context[1]  # image position delivered
+            rows, cols = min(sh, height - top), min(sw, width - left)
+            result[top : top + rows, left : left + cols] = y[k, fh : fh + rows, fw : fw + cols]
+    if all_classes:
+        return result
+    return result[..., 0] if channels == 1 else result[..., 1]
