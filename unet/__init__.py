@@ -7,10 +7,41 @@ Heavier parts (data, training, prediction, counting) are imported on first use.
 
 import importlib
 import os
+import sys
 from importlib.metadata import PackageNotFoundError, version
 
-# Quiet TensorFlow's C++ start-up chatter unless the user chose a level already.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _import_tensorflow():
+    """Import TensorFlow, honouring TF_CPP_MIN_LOG_LEVEL (default here: 2) at start-up too.
+
+    TensorFlow 2.21 prints C++ start-up lines (oneDNN, CUDA stubs) before it reads
+    its log level. At level 2 or more they are hidden by pointing file descriptor 2
+    at /dev/null during the import; set TF_CPP_MIN_LOG_LEVEL=0 before ``import unet``
+    to see them. A failing import still raises its Python exception.
+    """
+    level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" in sys.modules or not level.isdigit() or int(level) < 2:
+        import tensorflow  # noqa: F401
+
+        return
+    try:
+        sys.stderr.flush()
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError):  # no usable file descriptor 2
+        import tensorflow  # noqa: F401
+
+        return
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+_import_tensorflow()
 
 from .model import (
     CenterCropToMatch,

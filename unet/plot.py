@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 
 def save_figure(fig, path, dpi=110):
     """Save a matplotlib figure as a PNG (parents created) and close it.
@@ -25,6 +27,51 @@ def save_figure(fig, path, dpi=110):
     fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
     return path
+
+
+# --- overlays (arrays, no matplotlib) ---
+OUTLINE_COLOR = (255, 208, 0)
+
+
+def display_image(image):
+    """An 8-bit RGB copy of any image for display: uint8 kept, others stretched.
+
+    Gray is replicated to RGB and alpha dropped; images of other dtypes (16-bit,
+    float) are stretched between their 1st and 99.8th percentiles.
+    """
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    image = image[..., :3] if image.shape[2] >= 3 else np.repeat(image[..., :1], 3, axis=2)
+    if image.dtype == np.uint8:
+        return np.ascontiguousarray(image)
+    low, high = np.percentile(image, (1.0, 99.8))
+    scaled = (image.astype(np.float64) - low) / max(high - low, 1e-12)
+    return (np.clip(scaled, 0, 1) * 255).round().astype(np.uint8)
+
+
+def outline_overlay(image, labels, color=OUTLINE_COLOR):
+    """The image (8-bit RGB) with the inner boundary of every labelled region drawn in.
+
+    Parameters
+    ----------
+    image : array_like
+        Any image :func:`display_image` accepts, the size of ``labels``.
+    labels : array_like of int
+        Instance labels (0 = background) or a binary mask.
+    color : (int, int, int)
+        RGB colour of the outlines.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 ``(height, width, 3)``.
+    """
+    from skimage.segmentation import find_boundaries
+
+    out = display_image(image).copy()
+    out[find_boundaries(np.asarray(labels), mode="inner")] = color
+    return out
 
 
 # --- spore data ---
@@ -118,15 +165,13 @@ def spore_field(seed=0, size=1024, region=(420, 420, 180)):
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
-    from skimage.segmentation import find_boundaries
 
     from .spores import count_labels, render_field
 
     image, labels = render_field(seed, (size, size))
     top, left, side = region
-    zoom = image[top : top + side, left : left + side].copy()
-    edges = find_boundaries(labels[top : top + side, left : left + side], mode="inner")
-    zoom[edges] = (255, 208, 0)
+    window = (slice(top, top + side), slice(left, left + side))
+    zoom = outline_overlay(image[window], labels[window])
     fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
     axes[0].imshow(image)
     axes[0].add_patch(

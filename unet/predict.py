@@ -32,8 +32,10 @@ predict such a model with the tile size it was trained on (``tile=...``).
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -501,3 +503,148 @@ def predict_tiled(
     if all_classes:
         return result
     return result[..., 0] if channels == 1 else result[..., 1]
+
+
+# --------------------------------------------------------------------------------------
+# Files in, files out (what `python -m unet predict` runs)
+# --------------------------------------------------------------------------------------
+def collect_images(inputs):
+    """Image files named directly or found (not recursively) in folders.
+
+    Returns
+    -------
+    list of pathlib.Path
+        In the given order, folders sorted by name, duplicates removed.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        For a missing input, an unsupported file, a folder without images, or two
+        images with the same name (their outputs would collide).
+    """
+    from .data import IMAGE_SUFFIXES
+
+    paths = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(
+                p for p in item.iterdir()
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+            )
+            if not found:
+                raise ValueError(f"Folder {item} holds no PNG, JPEG or TIFF images.")
+            paths.extend(found)
+        elif item.is_file():
+            if item.suffix.lower() not in IMAGE_SUFFIXES:
+                raise ValueError(f"{item} is not a PNG, JPEG or TIFF image.")
+            paths.append(item)
+        else:
+            raise FileNotFoundError(f"Input {item} does not exist.")
+    paths = list(dict.fromkeys(p.resolve() for p in paths))
+    seen = {}
+    for path in paths:
+        if path.stem in seen:
+            raise ValueError(
+                f"Two inputs are named {path.stem!r} ({seen[path.stem]} and {path}); their "
+                "outputs would collide, so predict them into separate --out folders."
+            )
+        seen[path.stem] = path
+    return paths
+
+
+def _output_dir(out_dir, names, overwrite):
+    """Create OUT; refuse to replace any output file already there unless overwrite."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file; give a folder for the results.")
+    planned = [out / "spores.csv", out / "summary.csv"]
+    planned += [out / f"{n}_{kind}.png" for n in names for kind in ("mask", "overlay")]
+    clashes = [p for p in planned if p.exists()]
+    if clashes and not overwrite:
+        raise FileExistsError(
+            f"{out} already holds results ({clashes[0].name}"
+            f"{f' and {len(clashes) - 1} more' if len(clashes) > 1 else ''}); "
+            "choose another --out or pass --overwrite."
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PermissionError(f"Cannot create {out} ({error.strerror}).") from None
+    if not os.access(out, os.W_OK):
+        raise PermissionError(f"Cannot write to {out}; choose another --out.")
+    return out
+
+
+def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=None,
+                   overwrite=False, progress=False):
+    """Segment, split and measure the spores in image files of any size.
+
+    Each image is normalised as in training, predicted at its own size by
+    :func:`predict_tiled` (no resizing), thresholded, and split into spores by
+    :func:`unet.count.label_spores`.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A trained U-Net.
+    inputs : sequence of path
+        Image files and/or folders of images.
+    out_dir : path
+        Output folder (created). Writes ``NAME_mask.png`` (0/255), ``NAME_overlay.png``
+        (the image with every counted spore outlined), ``spores.csv`` (one row per
+        spore: ``image`` and the columns of :func:`unet.count.measure_spores`) and
+        ``summary.csv`` (``image,count``).
+    threshold : float
+        Foreground probability threshold.
+    tta : bool
+        Test-time augmentation (see :func:`predict_tiled`).
+    min_area : int, optional
+        Smallest spore in pixels (default :data:`unet.count.MIN_AREA`).
+    overwrite : bool
+        Replace result files already in ``out_dir``.
+    progress : bool
+        Show a progress bar over images.
+
+    Returns
+    -------
+    list of (str, int)
+        ``(image name, spore count)`` for each image.
+    """
+    import csv
+
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from .count import MIN_AREA, SPORE_COLUMNS, count_spores
+    from .data import normalize, read_image, to_channels
+    from .plot import outline_overlay
+
+    paths = collect_images(inputs)
+    out = _output_dir(out_dir, [p.stem for p in paths], overwrite)
+    channels = model_geometry(model).channels
+    summary, rows = [], []
+    for path in tqdm(paths, desc="predict", unit="image", disable=not progress):
+        raw = read_image(path)
+        image = normalize(to_channels(raw, channels))
+        prob = predict_tiled(model, image, tta=tta)
+        spores = count_spores(
+            prob, threshold, intensity_image=image,
+            min_area=MIN_AREA if min_area is None else min_area,
+        )
+        mask = (prob > threshold).astype(np.uint8) * 255
+        Image.fromarray(mask).save(out / f"{path.stem}_mask.png")
+        Image.fromarray(outline_overlay(raw, spores.labels)).save(out / f"{path.stem}_overlay.png")
+        for i in range(spores.count):
+            rows.append([path.stem] + [spores.table[c][i] for c in SPORE_COLUMNS])
+        summary.append((path.stem, spores.count))
+    with (out / "spores.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", *SPORE_COLUMNS])
+        writer.writerows(
+            [r[0], *(f"{v:.4g}" if isinstance(v, float) else v for v in r[1:])] for r in rows
+        )
+    with (out / "summary.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "count"])
+        writer.writerows(summary)
+    return summary
