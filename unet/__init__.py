@@ -13,14 +13,16 @@ from importlib.metadata import PackageNotFoundError, version
 
 
 def _import_tensorflow():
-    """Import TensorFlow, honouring TF_CPP_MIN_LOG_LEVEL (default here: 2) at start-up too.
+    """Import TensorFlow, honouring TF_CPP_MIN_LOG_LEVEL (default here: 3) at start-up too.
 
-    TensorFlow 2.21 prints C++ start-up lines (oneDNN, CUDA stubs) before it reads
-    its log level. At level 2 or more they are hidden by pointing file descriptor 2
-    at /dev/null during the import; set TF_CPP_MIN_LOG_LEVEL=0 before ``import unet``
-    to see them. A failing import still raises its Python exception.
+    TensorFlow's C++ layer logs start-up chatter (oneDNN notes, CUDA stubs, and on
+    machines without a GPU an alarming but harmless "failed call to cuInit" error);
+    anything that matters reaches Python as an exception or a warning. Level 3 keeps
+    only those. TensorFlow 2.21 prints some lines before it reads the level, so at
+    level 2 or more file descriptor 2 points at /dev/null during the import. Set
+    TF_CPP_MIN_LOG_LEVEL=0 before ``import unet`` to see everything.
     """
-    level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "tensorflow" in sys.modules or not level.isdigit() or int(level) < 2:
         import tensorflow  # noqa: F401
 

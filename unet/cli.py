@@ -8,7 +8,6 @@ anything unexpected (with its traceback, since that is a bug worth reporting).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -230,7 +229,6 @@ def _predict(args):
 
 def main(argv=None):
     """Run the command line; returns the exit code."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse itself exits with 2 on bad arguments
     if not getattr(args, "func", None):

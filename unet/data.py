@@ -425,7 +425,7 @@ def _check_matching(images, others, image_dir, other_dir):
         )
 
 
-def load_folder(folder, channels=3, check_masks=True):
+def load_folder(folder, channels=3, check_masks=True, limit=None):
     """Read a whole data folder into memory.
 
     Parameters
@@ -437,6 +437,8 @@ def load_folder(folder, channels=3, check_masks=True):
     check_masks : bool
         Raise if every mask is a single value (all background or all foreground),
         which almost always means the masks are wrong. One empty mask is fine.
+    limit : int, optional
+        Read only the first ``limit`` pairs (by name).
 
     Returns
     -------
@@ -448,7 +450,7 @@ def load_folder(folder, channels=3, check_masks=True):
         For everything :func:`find_pairs` rejects, an unreadable file, a mask or
         label image whose size differs from its image, or constant masks.
     """
-    pairs = find_pairs(folder)
+    pairs = find_pairs(folder)[:limit]
     names, images, masks, labels = [], [], [], []
     jpeg_masks = []
     for pair in pairs:

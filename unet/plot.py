@@ -186,3 +186,38 @@ def spore_field(seed=0, size=1024, region=(420, 420, 180)):
         ax.set_axis_off()
     fig.tight_layout()
     return fig
+
+
+# --- training ---
+def training_curves(history):
+    """Loss and Dice per epoch, training vs validation.
+
+    Parameters
+    ----------
+    history : dict of array
+        Columns of a run's ``history.csv`` (:func:`unet.train.read_history`):
+        ``epoch``, ``loss``, ``val_loss``, ``dice``, ``val_dice``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    epochs = np.asarray(history["epoch"]) + 1
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "dice", "Dice")):
+        ax.plot(epochs, history[key], "o-", ms=3, label="train")
+        if f"val_{key}" in history:
+            ax.plot(epochs, history[f"val_{key}"], "o-", ms=3, label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    best = int(np.argmax(history["val_dice"])) if "val_dice" in history else None
+    if best is not None:
+        axes[1].axvline(epochs[best], color="0.6", ls=":", lw=1)
+        axes[1].annotate(f"best {history['val_dice'][best]:.3f}", (epochs[best], 0.02),
+                         xycoords=("data", "axes fraction"), fontsize=8, color="0.35")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

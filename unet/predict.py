@@ -522,21 +522,20 @@ def collect_images(inputs):
         For a missing input, an unsupported file, a folder without images, or two
         images with the same name (their outputs would collide).
     """
-    from .data import IMAGE_SUFFIXES
+    from .data import IMAGE_EXTENSIONS, list_images
 
     paths = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(
-                p for p in item.iterdir()
-                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-            )
+            found = list_images(item)
             if not found:
-                raise ValueError(f"Folder {item} holds no PNG, JPEG or TIFF images.")
+                raise ValueError(f"Folder {item} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
             paths.extend(found)
         elif item.is_file():
-            if item.suffix.lower() not in IMAGE_SUFFIXES:
-                raise ValueError(f"{item} is not a PNG, JPEG or TIFF image.")
+            if item.suffix.lower() not in IMAGE_EXTENSIONS:
+                raise ValueError(
+                    f"{item} is not an image; give files ending in {', '.join(IMAGE_EXTENSIONS)}."
+                )
             paths.append(item)
         else:
             raise FileNotFoundError(f"Input {item} does not exist.")
@@ -628,7 +627,7 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
         image = normalize(to_channels(raw, channels))
         prob = predict_tiled(model, image, tta=tta)
         spores = count_spores(
-            prob, threshold, intensity_image=image,
+            prob, threshold, intensity_image=to_channels(raw, 1),
             min_area=MIN_AREA if min_area is None else min_area,
         )
         mask = (prob > threshold).astype(np.uint8) * 255

@@ -405,7 +405,7 @@ def train(
     weights = "border" if config.loss == "weighted_bce" else "uniform"
     tile, out = config.tile_size, config.output_tile_size
     common = dict(tile=tile, out=out, batch_size=config.batch_size, weights=weights,
-                  border_w0=config.border_w0, border_sigma=config.border_sigma)
+                  w0=config.border_w0, sigma=config.border_sigma)
     train_ds = data.make_dataset(
         train_set, augment=data.Augmentation() if config.augment else None,
         shuffle=True, seed=config.seed, **common
@@ -449,7 +449,7 @@ def train(
     ]
     start = time.perf_counter()
     model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
-              verbose=verbose)
+              shuffle=False, verbose=verbose)  # the dataset shuffles itself, reproducibly
     seconds = time.perf_counter() - start
     if nan_guard.fired:
         raise FloatingPointError(
