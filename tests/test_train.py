@@ -1,0 +1,208 @@
+"""Training: the config, precision and strategy choices, a run that learns, resuming."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from conftest import TINY
+
+from unet.train import Config, _StopOnNaN, load_run, make_strategy, read_history, resolve_precision, train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ------------------------------------------------------------------------------ config
+def test_default_config_tiles_crops_without_resizing():
+    config = Config()
+    assert (config.tile_size, config.output_tile_size) == (284, 100)
+    assert config.skip == "crop" and config.num_classes == 1
+    same = Config(padding="same")
+    assert same.tile_size == same.output_tile_size == 112
+
+
+def test_config_round_trip_and_unknown_keys(tmp_path):
+    config = Config(filters=8, loss="dice", train_limit=10)
+    config.save(tmp_path / "config.json")
+    assert Config.load(tmp_path / "config.json") == config
+    with pytest.raises(ValueError, match=r"Unknown config key\(s\) \['filtres'\]"):
+        Config.from_dict({"filtres": 8})
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="is not valid JSON"):
+        Config.load(tmp_path / "bad.json")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        Config.load(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (dict(loss="focal"), "loss must be one of"),
+        (dict(padding="full"), "padding must be one of"),
+        (dict(epochs=0), "epochs must be a positive integer"),
+        (dict(filters=2.5), "filters must be a positive integer"),
+        (dict(threshold=1.0), "threshold must be between 0 and 1"),
+        (dict(learning_rate=0), "learning_rate must be positive"),
+    ],
+)
+def test_config_rejects_bad_values(values, message):
+    with pytest.raises(ValueError, match=message):
+        Config(**values)
+
+
+def test_quick_config_is_short():
+    quick = Config(epochs=50).quick()
+    assert quick.epochs == 4 and quick.train_limit == 64 and quick.val_limit == 16
+
+
+# --------------------------------------------------------------------------- precision
+def test_precision_choices():
+    assert resolve_precision("fp32") == "float32"
+    assert resolve_precision("bf16") == "mixed_bfloat16"
+    assert resolve_precision("fp16") == "mixed_float16"
+    cpu_bf16 = "avx512_bf16" in Path("/proc/cpuinfo").read_text()
+    assert resolve_precision("auto") == ("mixed_bfloat16" if cpu_bf16 else "float32")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("int8")
+
+
+def test_strategy_choices(monkeypatch):
+    import tensorflow as tf
+
+    assert make_strategy("default") is tf.distribute.get_strategy()
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        make_strategy("horovod")
+    with pytest.raises(ValueError, match="No TPU was found"):
+        make_strategy("tpu")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="TF_CONFIG"):
+        make_strategy("multiworker")
+
+
+def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path, sample_dir):
+    """MirroredStrategy for real: the CPU split into two logical devices."""
+    code = textwrap.dedent(
+        f"""
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from unet.train import Config, make_strategy, train
+        strategy = make_strategy("mirrored")
+        print("replicas", strategy.num_replicas_in_sync)
+        config = Config(filters=4, depth=2, epochs=2, batch_size=4)
+        result = train(config, {str(sample_dir)!r}, {str(tmp_path / "run")!r},
+                       precision="fp32", strategy="mirrored", verbose=0)
+        print("loss", result["history"]["loss"][-1])
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "replicas 2" in done.stdout
+    assert np.isfinite(float(done.stdout.split("loss")[-1]))
+    assert (tmp_path / "run" / "model.keras").exists()
+
+
+# ---------------------------------------------------------------------------- training
+def test_a_short_run_learns_and_writes_its_files(trained_run):
+    out, result = trained_run
+    for name in ("model.keras", "config.json", "history.csv", "curves.png"):
+        assert (out / name).exists(), name
+    assert (out / "logs").is_dir() and not (out / "backup").exists()
+    assert Config.load(out / "config.json") == Config(**TINY)
+    dice = result["history"]["val_dice"]
+    assert len(dice) == result["epochs"] >= 4
+    # Validation Dice rises well above where it started.
+    assert dice.max() >= 0.6 and dice.max() >= dice[0] + 0.3, dice
+
+
+def test_the_checkpoint_is_the_best_epoch(trained_run, sample_dir):
+    from unet import data
+
+    out, result = trained_run
+    model, config = load_run(out)
+    val = data.load_folder(sample_dir / "val", channels=config.channels)
+    ds = data.make_dataset(val, config.tile_size, config.output_tile_size,
+                           batch_size=config.batch_size, shuffle=False)
+    scores = model.evaluate(ds, verbose=0, return_dict=True)
+    assert scores["dice"] == pytest.approx(result["history"]["val_dice"].max(), abs=1e-4)
+
+
+def test_nan_loss_stops_training_and_is_reported():
+    guard = _StopOnNaN()
+    guard.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    guard.on_batch_end(0, {"loss": 0.5})
+    assert not guard.fired and not guard.model.stop_training
+    guard.on_batch_end(1, {"loss": float("nan")})
+    assert guard.fired and guard.model.stop_training
+
+
+def test_run_directory_guards(tmp_path, trained_run, sample_dir):
+    out, _ = trained_run
+    with pytest.raises(FileExistsError, match="already holds files"):
+        train(Config(**TINY), sample_dir, out)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        train(Config(**TINY), sample_dir, tmp_path / "file")
+    with pytest.raises(ValueError, match="has no train/ or val/ folder"):
+        train(Config(**TINY), sample_dir / "train", tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # nothing written for a bad call
+
+
+def test_load_run_errors(tmp_path, trained_run):
+    out, _ = trained_run
+    model, config = load_run(out / "model.keras")
+    assert config == Config(**TINY) and model.output_shape == (None, None, None, 1)
+    with pytest.raises(FileNotFoundError, match="holds no model.keras"):
+        load_run(tmp_path)
+    (tmp_path / "weights.h5").write_text("x")
+    with pytest.raises(ValueError, match="is not a .keras model file"):
+        load_run(tmp_path / "weights.h5")
+    (tmp_path / "broken.keras").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="Cannot load the model"):
+        load_run(tmp_path / "broken.keras")
+
+
+# ---------------------------------------------------------------------------- resuming
+def _train_command(data, out, config_file, epochs):
+    return [sys.executable, "-m", "unet", "train", "--data", str(data), "--out", str(out),
+            "--config", str(config_file), "--epochs", str(epochs), "--precision", "fp32"]
+
+
+def test_a_killed_run_resumes_where_it_stopped(tmp_path, sample_dir):
+    config_file = tmp_path / "tiny.json"
+    config_file.write_text(json.dumps({**TINY, "epochs": 6}))
+    out = tmp_path / "run"
+    command = _train_command(sample_dir, out, config_file, 6)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             env=env, start_new_session=True)
+    history = out / "history.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and first.poll() is None:
+        if history.exists() and len(history.read_text().splitlines()) >= 3:  # header + 2
+            break
+        time.sleep(0.2)
+    assert first.poll() is None, "the first run ended before it could be killed"
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    done_before = read_history(history)["epoch"]
+    assert len(done_before) >= 2 and (out / "backup").is_dir()
+
+    second = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resumed" in second.stdout
+    rows = history.read_text().splitlines()[1:]
+    epochs = [int(r.split(",")[0]) for r in rows]
+    assert sorted(set(epochs)) == list(range(6))
+    # Only the epoch that may have been cut mid-way is repeated, never the whole run.
+    assert len(epochs) <= 7 and epochs[: len(done_before)] == list(done_before)
+    assert not (out / "backup").exists()
+    load_run(out)
