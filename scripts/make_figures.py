@@ -19,7 +19,14 @@ from unet import plot  # noqa: E402
 OUT = Path(__file__).resolve().parent.parent / "markdown images"
 
 # file name -> zero-argument callable returning a matplotlib Figure
-FIGURES = {}
+FIGURES = {
+    # concept figures (notebooks 01-04)
+    "convolution.png": plot.convolution_step,
+    "pooling.png": plot.pooling_example,
+    "transposed_convolution.png": plot.transposed_convolution_steps,
+    "skip_connection.png": plot.skip_connection,
+    "unet_architecture.png": plot.unet_architecture,
+}
 
 
 def main(names):
