@@ -22,6 +22,12 @@ OUT = Path(__file__).resolve().parent.parent / "markdown images"
 FIGURES = {
     "spore_samples.png": plot.spore_samples,
     "spore_field.png": plot.spore_field,
+    # concept figures (notebooks 01-04)
+    "convolution.png": plot.convolution_step,
+    "pooling.png": plot.pooling_example,
+    "transposed_convolution.png": plot.transposed_convolution_steps,
+    "skip_connection.png": plot.skip_connection,
+    "unet_architecture.png": plot.unet_architecture,
 }
 
 
