@@ -137,7 +137,9 @@ def test_the_checkpoint_is_the_best_epoch(trained_run, sample_dir):
 
 def test_nan_loss_stops_training_and_is_reported():
     guard = _StopOnNaN()
-    guard.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(loss="mse")
+    guard.set_model(model)
     guard.on_batch_end(0, {"loss": 0.5})
     assert not guard.fired and not guard.model.stop_training
     guard.on_batch_end(1, {"loss": float("nan")})

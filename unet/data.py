@@ -48,12 +48,51 @@ def _stem(path):
     return stem[:-4] if stem.lower().endswith(".ome") else stem
 
 
-def _read_raw(path, palette_as_index=False):
-    path = Path(path)
+def _unreadable(path, error):
+    return ValueError(
+        f"Cannot read {path} as an image ({error.__class__.__name__}: {error}); "
+        "replace it with a valid PNG, JPEG or TIFF file or remove it."
+    )
+
+
+def _check_exists(path):
     if not path.exists():
         raise FileNotFoundError(f"Image file {path} does not exist.")
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder, not an image file.")
+
+
+def check_image_file(path):
+    """Check that a file exists and opens as an image, reading only its header.
+
+    Cheap enough to run over every input before any output is written; a file that
+    is corrupt beyond its header is still caught later by :func:`read_image`.
+
+    Raises
+    ------
+    FileNotFoundError, IsADirectoryError, ValueError
+        As :func:`read_image` would.
+    """
+    path = Path(path)
+    _check_exists(path)
+    try:
+        if path.suffix.lower() in _TIFF:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                tif.pages[0].shape  # noqa: B018  (parses the first page's header)
+        else:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                im.size  # noqa: B018
+    except Exception as error:
+        raise _unreadable(path, error) from None
+
+
+def _read_raw(path, palette_as_index=False):
+    path = Path(path)
+    _check_exists(path)
     try:
         if path.suffix.lower() in _TIFF:
             import tifffile
@@ -72,10 +111,7 @@ def _read_raw(path, palette_as_index=False):
                     im = im.convert("RGBA")
                 array = np.asarray(im)
     except Exception as error:  # corrupt, truncated or not an image at all
-        raise ValueError(
-            f"Cannot read {path} as an image ({error.__class__.__name__}: {error}); "
-            "replace it with a valid PNG, JPEG or TIFF file or remove it."
-        ) from None
+        raise _unreadable(path, error) from None
     if array.dtype == bool:
         array = array.astype(np.uint8)
     while array.ndim > 3 and array.shape[0] == 1:  # leading singleton axes of TIFFs

@@ -87,7 +87,7 @@ def evaluate(model, data_dir, threshold=0.5, tta=False, count=True, progress=Fal
     channels = model.input_shape[-1]
     totals = np.zeros(4, dtype=np.int64)
     per_image = []
-    for pair in tqdm(pairs, desc="evaluate", unit="image", disable=not progress):
+    for pair in tqdm(pairs, desc="evaluate", unit="image", disable=None if progress else True):
         image = load_image(pair.image, channels)
         truth = read_mask(pair.mask).astype(bool)
         if truth.shape != image.shape[:2]:

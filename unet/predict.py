@@ -615,14 +615,17 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
     from tqdm.auto import tqdm
 
     from .count import MIN_AREA, SPORE_COLUMNS, count_spores
-    from .data import normalize, read_image, to_channels
+    from .data import check_image_file, normalize, read_image, to_channels
     from .plot import outline_overlay
 
     paths = collect_images(inputs)
+    for path in paths:  # fail on a broken input before writing anything
+        check_image_file(path)
     out = _output_dir(out_dir, [p.stem for p in paths], overwrite)
     channels = model_geometry(model).channels
     summary, rows = [], []
-    for path in tqdm(paths, desc="predict", unit="image", disable=not progress):
+    # disable=None: no bar when stderr is not a terminal (logs, CI)
+    for path in tqdm(paths, desc="predict", unit="image", disable=None if progress else True):
         raw = read_image(path)
         image = normalize(to_channels(raw, channels))
         prob = predict_tiled(model, image, tta=tta)

@@ -690,7 +690,8 @@ def generate_dataset(
 
     from tqdm import tqdm
 
-    bar = tqdm(total=sum(counts.values()), disable=not progress, unit="img", desc="spores")
+    bar = tqdm(total=sum(counts.values()), disable=None if progress else True, unit="img",
+               desc="spores")  # disable=None: no bar when stderr is not a terminal
     summary = {"out": str(out), "splits": {}, "files": 0}
     for split, n in counts.items():
         if n == 0:

@@ -278,7 +278,8 @@ def _check_data_dir(data_dir):
     missing = [s for s in ("train", "val") if not (data_dir / s).is_dir()]
     if missing:
         raise ValueError(
-            f"Data directory {data_dir} has no {' or '.join(missing)}/ folder; it must hold "
+            f"Data directory {data_dir} has no {' or '.join(m + '/' for m in missing)} folder; "
+            "it must hold "
             "train/ and val/, each with images/ and masks/ (see data/README.md)."
         )
     return data_dir

@@ -1,0 +1,141 @@
+"""The command line: outputs, the --json contract, and one clear line for user mistakes."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from unet.cli import main
+
+
+def run_cli(*args):
+    """`python -m unet ARGS` in a fresh process: (exit code, stdout, stderr)."""
+    done = subprocess.run([sys.executable, "-m", "unet", *map(str, args)],
+                          capture_output=True, text=True)
+    return done.returncode, done.stdout, done.stderr
+
+
+def assert_user_error(capsys, args, *fragments):
+    """Exit code 2 and exactly one line on stderr naming what went wrong."""
+    assert main([str(a) for a in args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    for fragment in fragments:
+        assert fragment in err[0], err[0]
+
+
+def test_no_command_prints_help_and_fails():
+    code, out, err = run_cli()
+    assert code == 2 and "generate-data" in out and "predict" in out
+    assert err == ""  # TensorFlow's start-up chatter is not printed
+
+
+def test_bad_arguments_exit_2_with_argparse_message():
+    code, _, err = run_cli("train", "--data")
+    assert code == 2 and "expected one argument" in err
+
+
+# --------------------------------------------------------------------------- evaluate
+def test_evaluate_json_is_one_object_with_pooled_scores(trained_run, sample_dir):
+    run, _ = trained_run
+    code, out, err = run_cli("evaluate", "--model", run, "--data", sample_dir / "test", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    for key in ("dice", "iou", "precision", "recall"):
+        assert 0.0 <= result[key] <= 1.0
+    assert result["images"] == 4 and len(result["per_image"]) == 4
+    counts = {r["name"]: int(r["count"]) for r in csv.DictReader(open(sample_dir / "test" / "counts.csv"))}
+    assert result["count_true"] == sum(counts.values())
+
+
+def test_evaluate_user_errors(capsys, tmp_path, trained_run, sample_dir):
+    run, _ = trained_run
+    assert_user_error(capsys, ["evaluate", "--model", tmp_path / "nope", "--data", sample_dir / "test"],
+                      "does not exist")
+    assert_user_error(capsys, ["evaluate", "--model", run, "--data", tmp_path], "images")
+    assert_user_error(capsys, ["evaluate", "--model", run, "--data", sample_dir / "test",
+                               "--threshold", "2"], "--threshold must be between 0 and 1")
+
+
+# ---------------------------------------------------------------------------- predict
+def test_predict_writes_masks_overlays_and_tables(tmp_path, trained_run, sample_dir):
+    run, _ = trained_run
+    odd = tmp_path / "in" / "odd.tif"
+    odd.parent.mkdir()
+    rng = np.random.default_rng(0)
+    import tifffile
+
+    tifffile.imwrite(odd, (rng.random((123, 77)) * 4000).astype(np.uint16))  # 16-bit gray
+    images = sorted((sample_dir / "test" / "images").glob("*.png"))[:2]
+    out = tmp_path / "out"
+    code, stdout, err = run_cli("predict", "--model", run, *images, odd, "--out", out)
+    assert code == 0, err
+    names = [p.stem for p in images] + ["odd"]
+    for name, path in zip(names, [*images, odd]):
+        mask = np.asarray(Image.open(out / f"{name}_mask.png"))
+        size = Image.open(path).size
+        assert mask.shape == (size[1], size[0]) and set(np.unique(mask)) <= {0, 255}
+        overlay = np.asarray(Image.open(out / f"{name}_overlay.png"))
+        assert overlay.shape == (size[1], size[0], 3)
+    summary = list(csv.DictReader(open(out / "summary.csv")))
+    assert [r["image"] for r in summary] == names
+    spores = list(csv.DictReader(open(out / "spores.csv")))
+    assert {"image", "id", "area_px", "centroid_y", "centroid_x", "equivalent_diameter",
+            "eccentricity"} <= set(spores[0]) if spores else True
+    for row in summary:
+        assert sum(r["image"] == row["image"] for r in spores) == int(row["count"])
+    assert f"{len(names)} images" in stdout
+
+
+def test_predict_never_overwrites_without_the_flag(capsys, tmp_path, trained_run, sample_dir):
+    run, _ = trained_run
+    image = sorted((sample_dir / "test" / "images").glob("*.png"))[0]
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(run), str(image), "--out", str(out)]) == 0
+    capsys.readouterr()
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert_user_error(capsys, ["predict", "--model", run, image, "--out", out], "--overwrite")
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    assert main(["predict", "--model", str(run), str(image), "--out", str(out), "--overwrite"]) == 0
+
+
+def test_predict_user_errors(capsys, tmp_path, trained_run):
+    run, _ = trained_run
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    assert_user_error(capsys, ["predict", "--model", run, broken, "--out", tmp_path / "o1"],
+                      "broken.png")
+    (tmp_path / "notes.txt").write_text("hello")
+    assert_user_error(capsys, ["predict", "--model", run, tmp_path / "notes.txt", "--out",
+                               tmp_path / "o2"], "is not an image")
+    assert_user_error(capsys, ["predict", "--model", run, tmp_path / "missing.png", "--out",
+                               tmp_path / "o3"], "does not exist")
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(good)
+    assert_user_error(capsys, ["predict", "--model", run, good, "--out", broken], "is a file")
+    assert_user_error(capsys, ["predict", "--model", tmp_path / "nope.keras", good, "--out",
+                               tmp_path / "o4"], "does not exist")
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o3").exists()
+
+
+# ------------------------------------------------------------------------------ train
+def test_train_user_errors(capsys, tmp_path, sample_dir):
+    assert_user_error(capsys, ["train", "--data", sample_dir / "train", "--out", tmp_path / "r"],
+                      "no train/ or val/ folder")
+    assert_user_error(capsys, ["train", "--data", tmp_path / "none", "--out", tmp_path / "r"],
+                      "does not exist")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert_user_error(capsys, ["train", "--data", sample_dir, "--out", blocker], "is a file")
+    assert_user_error(capsys, ["train", "--data", sample_dir, "--out", blocker / "run"])
+    (tmp_path / "c.json").write_text('{"filtres": 8}')
+    assert_user_error(capsys, ["train", "--data", sample_dir, "--out", tmp_path / "r",
+                               "--config", tmp_path / "c.json"], "Unknown config key")
+    assert_user_error(capsys, ["train", "--data", sample_dir, "--out", tmp_path / "r",
+                               "--epochs", "0"], "epochs must be a positive integer")
+    assert not (tmp_path / "r").exists()
