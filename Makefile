@@ -1,25 +1,63 @@
-# The two README commands are `make demo` and `make test`; both install what they need
-# into a local virtual environment (.venv) first, so a fresh machine needs only Python and make.
+# The README's two commands are `make demo` and `make test`. Every target installs what it
+# needs into a local virtual environment (.venv) first, so a fresh machine needs only
+# Python >= 3.10 and make.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
+DATA   ?= data/spores
+RUN    ?= runs/demo
+FIELD  ?= $(DATA)/fields/images/field_000.png
 
-.PHONY: install demo test
+.PHONY: help install demo test notebooks figures data sample bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt -e .
-	touch $(STAMP)
+	touch $@
 
-install: $(STAMP)
+install: $(STAMP)  ## create .venv with the requirements and the package (editable)
 
-## demo: build the documented 572 -> 388 U-Net and print its layer-by-layer shapes
-demo: install
-	$(PY) -c "import unet; m = unet.unet_model(); print(*unet.shape_trace(572), sep='\n'); print(m.output_shape, m.count_params())"
+data: $(DATA)/.complete  ## generate the synthetic spore data set into data/spores (~15 s)
 
-## test: unit tests
-test: install
-	$(PY) -m pytest tests
+$(DATA)/.complete: | $(STAMP)
+	$(PY) -m unet generate-data $(DATA) --overwrite
+	touch $@
+
+sample: $(STAMP)  ## regenerate the small committed sample data/spores/sample
+	$(PY) -m unet generate-data data/spores/sample --train 16 --val 4 --test 4 --fields 0 --seed 7 --overwrite
+
+$(RUN)/.trained: $(DATA)/.complete
+	$(PY) -m unet train --data $(DATA) --out $(RUN)
+	touch $@
+
+demo: $(RUN)/.trained  ## data -> train -> evaluate -> predict + count a field -> runs/demo/report.md
+	$(PY) -m unet evaluate --model $(RUN) --data $(DATA)/test --json > $(RUN)/test.json
+	$(PY) -m unet evaluate --model $(RUN) --data $(DATA)/fields --json > $(RUN)/fields.json
+	$(PY) -m unet predict --model $(RUN) $(FIELD) --out $(RUN)/predict --overwrite
+	$(PY) scripts/demo_report.py --run $(RUN) --data $(DATA)
+
+test: $(STAMP)  ## unit tests + every notebook under nbval in quick mode
+	UNET_QUICK=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env
+
+notebooks: $(STAMP) $(DATA)/.complete  ## execute every notebook in full mode, outputs saved in place
+	cd notebooks && for nb in [0-9][0-9]_*.ipynb; do \
+		echo "== $$nb"; \
+		../$(PY) -m jupyter nbconvert --to notebook --execute --inplace \
+			--ExecutePreprocessor.timeout=3600 "$$nb" || exit 1; \
+	done
+
+figures: $(STAMP)  ## redraw markdown images/ (result figures need `make demo` first)
+	$(PY) scripts/make_figures.py
+
+bench: $(STAMP) $(DATA)/.complete  ## run the benchmarks (prints the table, JSON in benchmarks/results/)
+	$(PY) benchmarks/run_all.py
+
+clean:  ## remove generated data, runs and caches (keeps .venv and the committed sample)
+	rm -rf $(DATA)/train $(DATA)/val $(DATA)/test $(DATA)/fields $(DATA)/.complete runs benchmarks/results
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -47,12 +47,15 @@ def read_counts(folder):
 
 def evaluate(model, data_dir, threshold=0.5, tta=False, count=True, progress=False,
              min_area=None):
-    """Score a model on ``data_dir/images`` against ``data_dir/masks``.
+    """Score a model (or any segmentation method) on ``data_dir/images`` vs ``masks/``.
 
     Parameters
     ----------
-    model : keras.Model
-        A U-Net built by this package (any padding, static or ``None`` input size).
+    model : keras.Model or callable
+        A U-Net built by this package (any padding, static or ``None`` input size):
+        each image is normalised as in training and predicted by overlap-tiles at
+        its own size. Or any function ``raw image -> (height, width)`` probability
+        map or binary mask, e.g. ``unet.baseline.baseline_mask``, scored the same way.
     data_dir : path
         A data folder (``images/``, ``masks/``, optional ``labels/`` or ``counts.csv``).
     threshold : float
@@ -76,26 +79,42 @@ def evaluate(model, data_dir, threshold=0.5, tta=False, count=True, progress=Fal
     """
     from tqdm.auto import tqdm
 
+    import keras
+
     from .count import label_spores
-    from .data import find_pairs, load_image, read_mask
+    from .data import find_pairs, normalize, read_image, read_mask, to_channels
     from .metrics import confusion_counts, scores_from_counts
     from .predict import predict_tiled
 
+    if isinstance(model, keras.Model):
+        channels = model.input_shape[-1]
+
+        def predict(raw):
+            return predict_tiled(model, normalize(to_channels(raw, channels)), tta=tta)
+
+    elif callable(model):
+        predict = model
+    else:
+        raise ValueError(f"model must be a keras.Model or a function, got {type(model).__name__}.")
     data_dir = Path(data_dir)
     pairs = find_pairs(data_dir)
     truth_counts = read_counts(data_dir) if count else {}
-    channels = model.input_shape[-1]
     totals = np.zeros(4, dtype=np.int64)
     per_image = []
     for pair in tqdm(pairs, desc="evaluate", unit="image", disable=None if progress else True):
-        image = load_image(pair.image, channels)
+        raw = read_image(pair.image)
         truth = read_mask(pair.mask).astype(bool)
-        if truth.shape != image.shape[:2]:
+        if truth.shape != raw.shape[:2]:
             raise ValueError(
                 f"Mask {pair.mask} is {truth.shape[1]}x{truth.shape[0]} but its image is "
-                f"{image.shape[1]}x{image.shape[0]}; masks must match their images."
+                f"{raw.shape[1]}x{raw.shape[0]}; masks must match their images."
             )
-        prob = predict_tiled(model, image, tta=tta)
+        prob = np.asarray(predict(raw), dtype=np.float32)
+        if prob.shape != truth.shape:
+            raise ValueError(
+                f"The prediction for {pair.image} has shape {prob.shape}, not the image's "
+                f"{truth.shape}; predictions must keep the image size."
+            )
         pred = prob > threshold
         counts = np.asarray(confusion_counts(truth, pred), dtype=np.int64)
         totals += counts

@@ -96,7 +96,7 @@ class Config:
     dropout: float = 0.0
     crop_size: int = 100
     # training
-    epochs: int = 30
+    epochs: int = 12
     batch_size: int = 8
     learning_rate: float = 1e-3
     loss: str = "bce_dice"
