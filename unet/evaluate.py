@@ -10,6 +10,7 @@ prediction and compared with the true counts.
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,70 @@ def read_counts(folder):
     return {}
 
 
+@dataclass
+class Prediction:
+    """One image of a data folder with its truth and the model's prediction.
+
+    Attributes
+    ----------
+    name : str
+        File stem.
+    image : numpy.ndarray
+        float32 ``(H, W, C)``, normalised as the model saw it.
+    truth : numpy.ndarray
+        bool ``(H, W)`` mask.
+    prob : numpy.ndarray
+        float32 ``(H, W)`` foreground probability, at the image's own size.
+    labels : numpy.ndarray or None
+        int32 ``(H, W)`` true instance labels, when the folder has ``labels/``.
+    """
+
+    name: str
+    image: np.ndarray
+    truth: np.ndarray
+    prob: np.ndarray
+    labels: np.ndarray | None = None
+
+
+def iter_predictions(model, data_dir, tta=False, progress=False, limit=None):
+    """Predict every image of a data folder at its original size, one at a time.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A U-Net built by this package.
+    data_dir : path
+        A data folder (``images/``, ``masks/``, optional ``labels/``).
+    tta : bool
+        Test-time augmentation (see :func:`unet.predict.predict_tiled`).
+    progress : bool
+        Show a progress bar over images.
+    limit : int, optional
+        Only the first ``limit`` images (by name).
+
+    Yields
+    ------
+    Prediction
+    """
+    from tqdm.auto import tqdm
+
+    from .data import find_pairs, load_image, read_labels, read_mask
+    from .predict import predict_tiled
+
+    pairs = find_pairs(data_dir)[:limit]
+    channels = model.input_shape[-1]
+    for pair in tqdm(pairs, desc="predict", unit="image", disable=None if progress else True):
+        image = load_image(pair.image, channels)
+        truth = read_mask(pair.mask).astype(bool)
+        if truth.shape != image.shape[:2]:
+            raise ValueError(
+                f"Mask {pair.mask} is {truth.shape[1]}x{truth.shape[0]} but its image is "
+                f"{image.shape[1]}x{image.shape[0]}; masks must match their images."
+            )
+        labels = read_labels(pair.labels) if pair.labels is not None else None
+        yield Prediction(pair.name, image, truth, predict_tiled(model, image, tta=tta), labels)
+
+
 def evaluate(model, data_dir, threshold=0.5, tta=False, count=True, progress=False,
              min_area=None):
     """Score a model on ``data_dir/images`` against ``data_dir/masks``.
@@ -74,39 +139,27 @@ def evaluate(model, data_dir, threshold=0.5, tta=False, count=True, progress=Fal
         counted ``count_true``, ``count_pred`` (totals), ``count_error`` (mean over
         images of |predicted − true| / true) and ``per_image`` rows.
     """
-    from tqdm.auto import tqdm
-
     from .count import label_spores
-    from .data import find_pairs, load_image, read_mask
     from .metrics import confusion_counts, scores_from_counts
-    from .predict import predict_tiled
 
     data_dir = Path(data_dir)
-    pairs = find_pairs(data_dir)
     truth_counts = read_counts(data_dir) if count else {}
-    channels = model.input_shape[-1]
     totals = np.zeros(4, dtype=np.int64)
     per_image = []
-    for pair in tqdm(pairs, desc="evaluate", unit="image", disable=None if progress else True):
-        image = load_image(pair.image, channels)
-        truth = read_mask(pair.mask).astype(bool)
-        if truth.shape != image.shape[:2]:
-            raise ValueError(
-                f"Mask {pair.mask} is {truth.shape[1]}x{truth.shape[0]} but its image is "
-                f"{image.shape[1]}x{image.shape[0]}; masks must match their images."
-            )
-        prob = predict_tiled(model, image, tta=tta)
-        pred = prob > threshold
-        counts = np.asarray(confusion_counts(truth, pred), dtype=np.int64)
+    images = 0
+    for item in iter_predictions(model, data_dir, tta=tta, progress=progress):
+        images += 1
+        pred = item.prob > threshold
+        counts = np.asarray(confusion_counts(item.truth, pred), dtype=np.int64)
         totals += counts
-        row = {"image": pair.name, **scores_from_counts(*counts)}
-        if pair.name in truth_counts:
+        row = {"image": item.name, **scores_from_counts(*counts)}
+        if item.name in truth_counts:
             kwargs = {} if min_area is None else {"min_area": min_area}
-            n_pred = int(label_spores(prob, threshold=threshold, **kwargs).max())
-            row.update(count_true=truth_counts[pair.name], count_pred=n_pred)
+            n_pred = int(label_spores(item.prob, threshold=threshold, **kwargs).max())
+            row.update(count_true=truth_counts[item.name], count_pred=n_pred)
         per_image.append(row)
 
-    result = {**scores_from_counts(*totals), "images": len(pairs), "pixels": int(totals.sum())}
+    result = {**scores_from_counts(*totals), "images": images, "pixels": int(totals.sum())}
     counted = [r for r in per_image if "count_true" in r]
     if counted:
         true = np.array([r["count_true"] for r in counted], dtype=float)
