@@ -9,7 +9,9 @@ prediction and compared with the true counts.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,7 +109,26 @@ def iter_predictions(model, data_dir, tta=False, progress=False, limit=None):
                 f"{image.shape[1]}x{image.shape[0]}; masks must match their images."
             )
         labels = read_labels(pair.labels) if pair.labels is not None else None
-        yield Prediction(pair.name, image, truth, predict_tiled(model, image, tta=tta), labels)
+        with _quiet_retracing():
+            prob = predict_tiled(model, image, tta=tta)
+        yield Prediction(pair.name, image, truth, prob, labels)
+
+
+@contextlib.contextmanager
+def _quiet_retracing():
+    """Hide TensorFlow's "triggered tf.function retracing" warnings.
+
+    Images of different sizes get tiles of different shapes, and each new shape
+    traces Keras' predict function again. TensorFlow then warns that tracing is
+    expensive; here it is expected (a few shapes, each traced once) and harmless.
+    """
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def evaluate(model, data_dir, threshold=0.5, tta=False, count=True, progress=False,
