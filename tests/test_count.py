@@ -232,6 +232,7 @@ def test_match_spores_by_overlap():
     assert result["recall"] == pytest.approx(2 / 3)
     assert result["f1"] == pytest.approx(2 * 2 / (3 + 4))
     assert result["mean_iou"] == pytest.approx((80 / 120 + 0.6) / 2)
+    assert result["missed"].tolist() == [3] and result["invented"].tolist() == [6, 9]
     assert match_spores(truth, pred, min_iou=0.7)["tp"] == 0
     same = match_spores(truth, truth)
     assert (same["f1"], same["mean_iou"], same["fp"]) == (1.0, 1.0, 0)

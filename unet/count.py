@@ -319,7 +319,9 @@ def match_spores(true_labels, pred_labels, min_iou=0.5):
     dict
         ``tp`` (matched pairs), ``fp`` (unmatched predictions), ``fn`` (unmatched
         true spores), ``precision``, ``recall``, ``f1`` and ``mean_iou`` (over the
-        matches; NaN without any). Empty truth and prediction score 1.
+        matches; NaN without any); ``missed`` and ``invented``: the labels (as given)
+        of the unmatched true and predicted spores, to look at the errors. Empty
+        truth and prediction score 1.
     """
     true_labels, pred_labels = np.asarray(true_labels), np.asarray(pred_labels)
     if true_labels.shape != pred_labels.shape or true_labels.ndim != 2:
@@ -331,8 +333,8 @@ def match_spores(true_labels, pred_labels, min_iou=0.5):
         raise ValueError(f"min_iou must be in [0.5, 1) for a unique matching, got {min_iou}.")
     from skimage.segmentation import relabel_sequential
 
-    t = relabel_sequential(true_labels.astype(np.int64))[0]
-    p = relabel_sequential(pred_labels.astype(np.int64))[0]
+    t, _, true_ids = relabel_sequential(true_labels.astype(np.int64))
+    p, _, pred_ids = relabel_sequential(pred_labels.astype(np.int64))
     n_true, n_pred = int(t.max()), int(p.max())
     both = (t > 0) & (p > 0)
     inter = np.bincount(t[both] * (n_pred + 1) + p[both], minlength=(n_true + 1) * (n_pred + 1))
@@ -355,4 +357,6 @@ def match_spores(true_labels, pred_labels, min_iou=0.5):
         "recall": float(recall),
         "f1": float(f1),
         "mean_iou": float(iou[matched].mean()) if tp else float("nan"),
+        "missed": np.asarray(true_ids[np.flatnonzero(~matched.any(axis=1)) + 1]),
+        "invented": np.asarray(pred_ids[np.flatnonzero(~matched.any(axis=0)) + 1]),
     }
