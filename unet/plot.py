@@ -1007,7 +1007,7 @@ def counted_field(image, labels, true_count=None, region=None, title=None):
     top, left, side = _region(labels.shape, region)
     window = (slice(top, top + side), slice(left, left + side))
     count = _count(labels)
-    fig, axes = plt.subplots(1, 2, figsize=(8.4, 4.4))
+    fig, axes = plt.subplots(1, 2, figsize=(6.6, 3.5))
     axes[0].imshow(outline_overlay(image, labels))
     axes[0].add_patch(Rectangle((left - 0.5, top - 0.5), side, side, fill=False,
                                 edgecolor="#00e5ff", lw=1.5))
