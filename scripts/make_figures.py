@@ -2,11 +2,16 @@
 
 Each entry of FIGURES maps a file name to a function returning a matplotlib figure;
 the drawing code lives in `unet.plot` so the notebooks draw the same figures.
-Usage: python scripts/make_figures.py [NAME ...]
+The result figures (predictions.png, field_counts.png) need a trained model: they
+take it from runs/demo (what `make demo` writes) and are skipped, with one line
+saying so, when it is missing.
+
+Usage: python scripts/make_figures.py [--run RUN] [NAME ...]
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -14,9 +19,71 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import numpy as np  # noqa: E402
+
 from unet import plot  # noqa: E402
 
-OUT = Path(__file__).resolve().parent.parent / "markdown images"
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "markdown images"
+DATA = ROOT / "data" / "spores"
+#: Run directory the result figures take their model from (``--run`` changes it).
+RUN = ROOT / "runs" / "demo"
+
+
+class Skip(Exception):
+    """A figure cannot be drawn here (no trained model or no data); the message says why."""
+
+
+def _model():
+    from unet.train import load_run
+
+    if not (RUN / "model.keras").exists():
+        raise Skip(f"no trained model in {RUN}; run `make demo` first")
+    return load_run(RUN)
+
+
+def _folder(name):
+    folder = DATA / name
+    if not (folder / "images").is_dir():
+        raise Skip(f"no {folder}; run `make demo` (or `make data`) first")
+    return folder
+
+
+def test_predictions(worst=3, typical=3):
+    """Test crops of the trained model: the worst by Dice, and some around the median."""
+    from unet.evaluate import iter_predictions
+    from unet.metrics import segmentation_scores
+
+    model, config = _model()
+    threshold = config.threshold if config else 0.5
+    items = list(iter_predictions(model, _folder("test")))
+    dice = np.array([segmentation_scores(i.truth, i.prob > threshold)["dice"] for i in items])
+    order = np.argsort(dice, kind="stable")
+    middle = len(order) // 2 - typical // 2
+    rows = [items[k] for k in [*order[:worst], *order[middle : middle + typical]]]
+    return plot.prediction_strip(
+        [r.image for r in rows], [r.truth for r in rows], [r.prob for r in rows],
+        names=[r.name for r in rows], threshold=threshold,
+        title=f"Test crops: the {worst} worst by Dice (top) and {typical} typical ones",
+    )
+
+
+def field_counts(index=0):
+    """A whole dish field with every counted spore outlined, and a zoom."""
+    from unet.count import count_spores
+    from unet.data import load_image, read_image
+    from unet.evaluate import read_counts
+    from unet.predict import predict_tiled
+
+    model, config = _model()
+    folder = _folder("fields")
+    path = sorted((folder / "images").glob("*.png"))[index]
+    prob = predict_tiled(model, load_image(path, model.input_shape[-1]))
+    spores = count_spores(prob, config.threshold if config else 0.5)
+    true = read_counts(folder).get(path.stem)
+    return plot.counted_field(read_image(path), spores.labels, true_count=true,
+                              region=(384, 384, 256))
+
 
 # file name -> zero-argument callable returning a matplotlib Figure
 FIGURES = {
@@ -28,17 +95,32 @@ FIGURES = {
     "transposed_convolution.png": plot.transposed_convolution_steps,
     "skip_connection.png": plot.skip_connection,
     "unet_architecture.png": plot.unet_architecture,
+    # results of a trained model (runs/demo)
+    "predictions.png": test_predictions,
+    "field_counts.png": field_counts,
 }
 
 
-def main(names):
-    unknown = sorted(set(names) - set(FIGURES))
+def main(argv=None):
+    global RUN
+    parser = argparse.ArgumentParser(description="Regenerate the figures in markdown images/.")
+    parser.add_argument("names", nargs="*", metavar="NAME", help="figures to draw (default: all)")
+    parser.add_argument("--run", type=Path, default=RUN,
+                        help="run directory of the result figures' model (default: runs/demo)")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.names) - set(FIGURES))
     if unknown:
         sys.exit(f"error: unknown figure(s) {unknown}; choose from {sorted(FIGURES)}")
-    for name in names or FIGURES:
-        path = plot.save_figure(FIGURES[name](), OUT / name)
+    RUN = args.run
+    for name in args.names or FIGURES:
+        try:
+            fig = FIGURES[name]()
+        except Skip as reason:
+            print(f"skipped {name}: {reason}")
+            continue
+        path = plot.save_figure(fig, OUT / name)
         print(f"wrote {path.relative_to(OUT.parent)}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -194,3 +194,49 @@ def test_flattening_and_gray_conversion():
     assert np.max(estimate_background(bright, 21) / ramp) > 1.1
     with pytest.raises(ValueError, match="method"):
         flatten_background(ramp, method="median")
+
+
+# ------------------------------------------------------------------ touching and matching
+def test_touching_pairs_finds_edge_neighbours_only():
+    from unet.count import touching_pairs
+
+    labels = np.array([
+        [1, 1, 0, 2],
+        [1, 3, 3, 2],
+        [0, 0, 0, 0],
+        [4, 0, 0, 5],
+        [0, 5, 0, 0],
+    ])
+    # 1-3 share an edge, 3-2 share an edge, 1-2 do not; 4 and 5 only meet at a corner
+    np.testing.assert_array_equal(touching_pairs(labels), [[1, 3], [2, 3]])
+    assert touching_pairs(np.zeros((3, 3), int)).shape == (0, 2)
+    with pytest.raises(ValueError, match="2-D"):
+        touching_pairs(np.zeros(4, int))
+
+
+def test_match_spores_by_overlap():
+    from unet.count import match_spores
+
+    truth = np.zeros((40, 40), int)
+    truth[0:10, 0:10] = 1    # 100 px
+    truth[20:30, 0:10] = 2   # 100 px
+    truth[20:30, 20:30] = 3  # 100 px, missed
+    pred = np.zeros((40, 40), int)
+    pred[0:10, 2:12] = 5     # IoU 80 / 120 = 0.667: a match
+    pred[20:30, 0:4] = 6     # IoU 40 / 100: too small a piece
+    pred[20:30, 4:10] = 7    # IoU 60 / 100: a match
+    pred[35:38, 35:38] = 9   # invented
+    result = match_spores(truth, pred)
+    assert (result["tp"], result["fp"], result["fn"]) == (2, 2, 1)
+    assert result["precision"] == pytest.approx(2 / 4)
+    assert result["recall"] == pytest.approx(2 / 3)
+    assert result["f1"] == pytest.approx(2 * 2 / (3 + 4))
+    assert result["mean_iou"] == pytest.approx((80 / 120 + 0.6) / 2)
+    assert result["missed"].tolist() == [3] and result["invented"].tolist() == [6, 9]
+    assert match_spores(truth, pred, min_iou=0.7)["tp"] == 0
+    same = match_spores(truth, truth)
+    assert (same["f1"], same["mean_iou"], same["fp"]) == (1.0, 1.0, 0)
+    empty = match_spores(np.zeros((5, 5), int), np.zeros((5, 5), int))
+    assert empty["f1"] == 1.0 and np.isnan(empty["mean_iou"])
+    with pytest.raises(ValueError, match="min_iou"):
+        match_spores(truth, pred, min_iou=0.3)

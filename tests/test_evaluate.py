@@ -1,4 +1,5 @@
-"""Evaluation at full size: pooled pixel scores, counts, models and plain functions."""
+"""Evaluation at full size: per-image predictions, pooled pixel scores, counts, models and
+plain functions."""
 
 import shutil
 
@@ -7,7 +8,7 @@ import pytest
 from PIL import Image
 
 from unet.data import find_pairs, read_mask
-from unet.evaluate import evaluate, read_counts
+from unet.evaluate import evaluate, iter_predictions, read_counts
 from unet.train import load_run
 
 
@@ -72,14 +73,24 @@ def test_a_model_is_scored_on_its_own_tiled_full_size_predictions(trained_run, s
     run, _ = trained_run
     model, config = load_run(run)
     folder = sample_dir / "test"
-    result = evaluate(model, folder, threshold=config.threshold)
+    items = list(iter_predictions(model, folder))
+    pairs = find_pairs(folder)
+    assert [item.name for item in items] == [p.name for p in pairs]
     totals = np.zeros(4, np.int64)
-    for pair in find_pairs(folder):
+    for item, pair in zip(items, pairs):
+        truth = read_mask(pair.mask) > 0
+        np.testing.assert_array_equal(item.truth, truth)
+        assert item.image.shape == (*truth.shape, 3) and item.labels.shape == truth.shape
+        # the same prediction as normalising and tiling the file by hand
         prob = predict_tiled(model, load_image(pair.image, config.channels))
-        totals += np.asarray(confusion_counts(read_mask(pair.mask) > 0, prob > config.threshold))
+        np.testing.assert_array_equal(item.prob, prob)
+        totals += np.asarray(confusion_counts(truth, prob > config.threshold))
+    result = evaluate(model, folder, threshold=config.threshold)
     expected = scores_from_counts(*totals)
+    assert result["images"] == len(pairs)
     for key in ("dice", "iou", "precision", "recall"):
         assert result[key] == pytest.approx(expected[key])
+    assert len(list(iter_predictions(model, folder, limit=2))) == 2
 
 
 def test_counts_come_from_counts_csv_or_labels(tmp_path, sample_dir):

@@ -95,6 +95,8 @@ _LAZY = {
     "measure_spores": "count",
     "count_spores": "count",
     "count_errors": "count",
+    "match_spores": "count",
+    "touching_pairs": "count",
     # baseline.py: the classical method for contrast
     "baseline_mask": "baseline",
     "flatten_background": "baseline",

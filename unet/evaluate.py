@@ -9,7 +9,10 @@ prediction and compared with the true counts.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +48,34 @@ def read_counts(folder):
     return {}
 
 
-def evaluate(model, data_dir, threshold=0.5, tta=False, count=True, progress=False,
-             min_area=None):
-    """Score a model (or any segmentation method) on ``data_dir/images`` vs ``masks/``.
+@dataclass
+class Prediction:
+    """One image of a data folder with its truth and the model's prediction.
+
+    Attributes
+    ----------
+    name : str
+        File stem.
+    image : numpy.ndarray
+        The image as the method saw it: float32 ``(H, W, C)`` normalised for a
+        model, the file's own array for a function.
+    truth : numpy.ndarray
+        bool ``(H, W)`` mask.
+    prob : numpy.ndarray
+        float32 ``(H, W)`` foreground probability, at the image's own size.
+    labels : numpy.ndarray or None
+        int32 ``(H, W)`` true instance labels, when the folder has ``labels/``.
+    """
+
+    name: str
+    image: np.ndarray
+    truth: np.ndarray
+    prob: np.ndarray
+    labels: np.ndarray | None = None
+
+
+def iter_predictions(model, data_dir, tta=False, progress=False, limit=None):
+    """Predict every image of a data folder at its original size, one at a time.
 
     Parameters
     ----------
@@ -55,7 +83,86 @@ def evaluate(model, data_dir, threshold=0.5, tta=False, count=True, progress=Fal
         A U-Net built by this package (any padding, static or ``None`` input size):
         each image is normalised as in training and predicted by overlap-tiles at
         its own size. Or any function ``raw image -> (height, width)`` probability
-        map or binary mask, e.g. ``unet.baseline.baseline_mask``, scored the same way.
+        map or binary mask, e.g. ``unet.baseline.baseline_mask``, used as it is.
+    data_dir : path
+        A data folder (``images/``, ``masks/``, optional ``labels/``).
+    tta : bool
+        Test-time augmentation (see :func:`unet.predict.predict_tiled`).
+    progress : bool
+        Show a progress bar over images.
+    limit : int, optional
+        Only the first ``limit`` images (by name).
+
+    Yields
+    ------
+    Prediction
+    """
+    import keras
+    from tqdm.auto import tqdm
+
+    from .data import find_pairs, normalize, read_image, read_labels, read_mask, to_channels
+    from .predict import predict_tiled
+
+    if isinstance(model, keras.Model):
+        channels = model.input_shape[-1]
+
+        def prepare(raw):
+            return normalize(to_channels(raw, channels))
+
+        def predict(image):
+            with _quiet_retracing():
+                return predict_tiled(model, image, tta=tta)
+
+    elif callable(model):
+        prepare, predict = (lambda raw: raw), model
+    else:
+        raise ValueError(f"model must be a keras.Model or a function, got {type(model).__name__}.")
+    pairs = find_pairs(data_dir)[:limit]
+    for pair in tqdm(pairs, desc="predict", unit="image", disable=None if progress else True):
+        raw = read_image(pair.image)
+        truth = read_mask(pair.mask).astype(bool)
+        if truth.shape != raw.shape[:2]:
+            raise ValueError(
+                f"Mask {pair.mask} is {truth.shape[1]}x{truth.shape[0]} but its image is "
+                f"{raw.shape[1]}x{raw.shape[0]}; masks must match their images."
+            )
+        labels = read_labels(pair.labels) if pair.labels is not None else None
+        image = prepare(raw)
+        prob = np.asarray(predict(image), dtype=np.float32)
+        if prob.shape != truth.shape:
+            raise ValueError(
+                f"The prediction for {pair.image} has shape {prob.shape}, not the image's "
+                f"{truth.shape}; predictions must keep the image size."
+            )
+        yield Prediction(pair.name, image, truth, prob, labels)
+
+
+@contextlib.contextmanager
+def _quiet_retracing():
+    """Hide TensorFlow's "triggered tf.function retracing" warnings.
+
+    Images of different sizes get tiles of different shapes, and each new shape
+    traces Keras' predict function again. TensorFlow then warns that tracing is
+    expensive; here it is expected (a few shapes, each traced once) and harmless.
+    """
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def evaluate(model, data_dir, threshold=0.5, tta=False, count=True, progress=False,
+             min_area=None):
+    """Score a model (or any segmentation method) on ``data_dir/images`` vs ``masks/``.
+
+    Parameters
+    ----------
+    model : keras.Model or callable
+        What :func:`iter_predictions` accepts: a U-Net, or a function from a raw
+        image to a probability map or mask (e.g. ``unet.baseline.baseline_mask``).
     data_dir : path
         A data folder (``images/``, ``masks/``, optional ``labels/`` or ``counts.csv``).
     threshold : float
@@ -77,55 +184,27 @@ def evaluate(model, data_dir, threshold=0.5, tta=False, count=True, progress=Fal
         counted ``count_true``, ``count_pred`` (totals), ``count_error`` (mean over
         images of |predicted − true| / true) and ``per_image`` rows.
     """
-    from tqdm.auto import tqdm
-
-    import keras
-
     from .count import label_spores
-    from .data import find_pairs, normalize, read_image, read_mask, to_channels
     from .metrics import confusion_counts, scores_from_counts
-    from .predict import predict_tiled
 
-    if isinstance(model, keras.Model):
-        channels = model.input_shape[-1]
-
-        def predict(raw):
-            return predict_tiled(model, normalize(to_channels(raw, channels)), tta=tta)
-
-    elif callable(model):
-        predict = model
-    else:
-        raise ValueError(f"model must be a keras.Model or a function, got {type(model).__name__}.")
     data_dir = Path(data_dir)
-    pairs = find_pairs(data_dir)
     truth_counts = read_counts(data_dir) if count else {}
     totals = np.zeros(4, dtype=np.int64)
     per_image = []
-    for pair in tqdm(pairs, desc="evaluate", unit="image", disable=None if progress else True):
-        raw = read_image(pair.image)
-        truth = read_mask(pair.mask).astype(bool)
-        if truth.shape != raw.shape[:2]:
-            raise ValueError(
-                f"Mask {pair.mask} is {truth.shape[1]}x{truth.shape[0]} but its image is "
-                f"{raw.shape[1]}x{raw.shape[0]}; masks must match their images."
-            )
-        prob = np.asarray(predict(raw), dtype=np.float32)
-        if prob.shape != truth.shape:
-            raise ValueError(
-                f"The prediction for {pair.image} has shape {prob.shape}, not the image's "
-                f"{truth.shape}; predictions must keep the image size."
-            )
-        pred = prob > threshold
-        counts = np.asarray(confusion_counts(truth, pred), dtype=np.int64)
+    images = 0
+    for item in iter_predictions(model, data_dir, tta=tta, progress=progress):
+        images += 1
+        pred = item.prob > threshold
+        counts = np.asarray(confusion_counts(item.truth, pred), dtype=np.int64)
         totals += counts
-        row = {"image": pair.name, **scores_from_counts(*counts)}
-        if pair.name in truth_counts:
+        row = {"image": item.name, **scores_from_counts(*counts)}
+        if item.name in truth_counts:
             kwargs = {} if min_area is None else {"min_area": min_area}
-            n_pred = int(label_spores(prob, threshold=threshold, **kwargs).max())
-            row.update(count_true=truth_counts[pair.name], count_pred=n_pred)
+            n_pred = int(label_spores(item.prob, threshold=threshold, **kwargs).max())
+            row.update(count_true=truth_counts[item.name], count_pred=n_pred)
         per_image.append(row)
 
-    result = {**scores_from_counts(*totals), "images": len(pairs), "pixels": int(totals.sum())}
+    result = {**scores_from_counts(*totals), "images": images, "pixels": int(totals.sum())}
     counted = [r for r in per_image if "count_true" in r]
     if counted:
         true = np.array([r["count_true"] for r in counted], dtype=float)

@@ -710,3 +710,447 @@ def training_curves(history):
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def training_tile(image_tile, mask, weight, crop_shape=None):
+    """One training example: the mirror-padded input tile, and mask and weight of its output.
+
+    Parameters
+    ----------
+    image_tile : array_like
+        ``(tile, tile, C)`` input (e.g. from :func:`unet.data.pad_to_tile`).
+    mask, weight : array_like
+        ``(out, out)`` (or ``(out, out, 1)``) mask and loss weight of the output window.
+    crop_shape : (int, int), optional
+        Height and width of the real crop, outlined where :func:`unet.data.pad_to_tile`
+        puts it (centred in the output window).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    image_tile = np.asarray(image_tile)
+    mask, weight = (np.asarray(a).reshape(np.asarray(a).shape[:2]) for a in (mask, weight))
+    tile, out = image_tile.shape[0], mask.shape[0]
+    margin = (tile - out) // 2
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.5), gridspec_kw={"width_ratios": [1, 1, 1.2]})
+    axes[0].imshow(display_image(image_tile))
+    axes[0].add_patch(Rectangle((margin - 0.5, margin - 0.5), out, out, fill=False,
+                                edgecolor="#ffd000", lw=1.5))
+    what = f"yellow: output window {out}×{out}"
+    if crop_shape is not None:
+        h, w = crop_shape
+        top, left = margin + (out - h) // 2, margin + (out - w) // 2
+        axes[0].add_patch(Rectangle((left - 0.5, top - 0.5), w, h, fill=False,
+                                    edgecolor="#00e5ff", lw=1.2, ls="--"))
+        what = f"cyan: crop {h}×{w}, {what}"
+    axes[0].set_title(f"input tile {tile}×{tile}, mirror-padded\n{what}", fontsize=8.5)
+    axes[1].imshow(mask, cmap="gray", vmin=0, vmax=1)
+    axes[1].set_title(f"mask, output window {out}×{out}", fontsize=9)
+    shown = axes[2].imshow(weight, cmap="viridis", vmin=0)
+    axes[2].set_title("loss weight (0 outside the crop)", fontsize=9)
+    fig.colorbar(shown, ax=axes[2], fraction=0.046, pad=0.04)
+    for ax in axes:
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+# --- image panels ---
+# A generic grid of arrays, so notebooks can show images, masks, label images and maps
+# side by side without drawing code of their own.
+PANEL_KINDS = ("image", "mask", "labels", "map")
+
+
+def _panel_kind(array):
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        return "image"
+    if array.dtype == bool:
+        return "mask"
+    if array.dtype.kind in "iu":
+        return "mask" if array.max(initial=0) <= 1 else "labels"
+    return "map"
+
+
+def label_colors(labels):
+    """An RGB picture of instance labels: each label its own colour, background black.
+
+    The hue of label ``k`` is ``k`` times the golden ratio (mod 1), so neighbouring
+    numbers get well separated colours and the same label always the same colour.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 ``(height, width, 3)``.
+    """
+    from matplotlib.colors import hsv_to_rgb
+
+    labels = np.asarray(labels)
+    ids = np.arange(int(labels.max(initial=0)) + 1)
+    hsv = np.stack([(ids * 0.6180339887) % 1.0, np.full(ids.shape, 0.65),
+                    np.full(ids.shape, 0.95)], axis=1)
+    palette = (hsv_to_rgb(hsv) * 255).round().astype(np.uint8)
+    palette[0] = 0
+    return palette[np.clip(labels, 0, None).astype(np.int64)]
+
+
+def image_grid(panels, titles=None, kinds=None, outlines=None, columns=None, size=2.0,
+               suptitle=None):
+    """Arrays side by side: images, masks, instance labels and float maps.
+
+    Parameters
+    ----------
+    panels : sequence of array_like
+        What to show. How each is drawn follows its kind (see ``kinds``).
+    titles : sequence of str, optional
+        One per panel.
+    kinds : sequence of {"image", "mask", "labels", "map", None}, optional
+        ``"image"``: gray or RGB(A), any dtype, stretched for display
+        (:func:`display_image`); ``"mask"``: black/white; ``"labels"``: one colour
+        per object (:func:`label_colors`); ``"map"``: a float map (probabilities,
+        weights) with a colour bar. None (the default) guesses: 3 or 4 channels are
+        an image, bool or 0/1 integers a mask, other integers labels, floats a map.
+    outlines : sequence of array_like or None, optional
+        Masks or label images whose object boundaries are drawn in yellow on the
+        panel of the same position.
+    columns : int, optional
+        Panels per row (default: all in one row).
+    size : float
+        Side of one panel in inches.
+    suptitle : str, optional
+        A title over the grid.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    from skimage.segmentation import find_boundaries
+
+    panels = [np.asarray(p) for p in panels]
+    panels = [p[..., 0] if p.ndim == 3 and p.shape[2] == 1 else p for p in panels]
+    n = len(panels)
+    if n == 0:
+        raise ValueError("image_grid needs at least one panel.")
+    for name, values in (("titles", titles), ("kinds", kinds), ("outlines", outlines)):
+        if values is not None and len(values) != n:
+            raise ValueError(f"Got {n} panels but {len(values)} {name}; give one per panel.")
+    columns = n if columns is None else int(columns)
+    rows = -(-n // columns)
+    extra = 0.35 if suptitle else 0.0
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * size + extra),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for i, array in enumerate(panels):
+        ax = axes.flat[i]
+        kind = (kinds[i] if kinds is not None else None) or _panel_kind(array)
+        if kind not in PANEL_KINDS:
+            raise ValueError(f"Unknown panel kind {kind!r}; choose one of {PANEL_KINDS}.")
+        if kind == "image":
+            ax.imshow(display_image(array), interpolation="nearest")
+        elif kind == "mask":
+            ax.imshow(array > 0, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        elif kind == "labels":
+            ax.imshow(label_colors(array), interpolation="nearest")
+        else:
+            shown = ax.imshow(array, cmap="viridis", interpolation="nearest")
+            fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
+        if outlines is not None and outlines[i] is not None:
+            edge = find_boundaries(np.asarray(outlines[i]), mode="inner")
+            rgba = np.zeros((*edge.shape, 4))
+            rgba[edge] = (1.0, 0.82, 0.0, 1.0)
+            ax.imshow(rgba, interpolation="nearest")
+        if titles is not None and titles[i]:
+            ax.set_title(titles[i], fontsize=8.5)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --- results ---
+# Figures of a trained model's output. They take arrays and dicts (never file paths),
+# so notebooks 06-07, `make figures` and the demo report draw the same pictures.
+ERROR_COLORS = {"tp": (220, 220, 220), "fp": (230, 97, 0), "fn": (93, 58, 155)}
+
+
+def error_map(truth, pred):
+    """Agreement of a predicted mask with the truth, as an RGB picture.
+
+    True positives light grey, false positives orange, false negatives purple,
+    true negatives black (:data:`ERROR_COLORS`; readable with colour blindness).
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 ``(height, width, 3)``.
+    """
+    truth, pred = np.asarray(truth) > 0, np.asarray(pred) > 0
+    if truth.shape != pred.shape:
+        raise ValueError(f"truth {truth.shape} and prediction {pred.shape} differ in shape.")
+    out = np.zeros((*truth.shape, 3), np.uint8)
+    out[truth & pred] = ERROR_COLORS["tp"]
+    out[~truth & pred] = ERROR_COLORS["fp"]
+    out[truth & ~pred] = ERROR_COLORS["fn"]
+    return out
+
+
+def prediction_strip(images, truths, predictions, names=None, threshold=0.5, errors=True,
+                     size=1.7, title=None):
+    """Rows of image | truth | prediction (| errors), each row titled with its Dice.
+
+    Parameters
+    ----------
+    images : sequence of array_like
+        The images (any kind :func:`display_image` shows).
+    truths : sequence of array_like
+        True masks (> 0 is foreground).
+    predictions : sequence of array_like
+        Probability maps (float, thresholded at ``threshold`` for the Dice and the
+        error column; shown as grey levels) or binary masks.
+    names : sequence of str, optional
+        Row names (e.g. file stems).
+    threshold : float
+        Foreground probability threshold.
+    errors : bool
+        Add a column of :func:`error_map`.
+    size : float
+        Side of one panel in inches.
+    title : str, optional
+        A title over the strip.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    from .metrics import segmentation_scores
+
+    n = len(images)
+    if n == 0 or len(truths) != n or len(predictions) != n:
+        raise ValueError(
+            f"Need as many truths and predictions as images (at least one), got {n} images, "
+            f"{len(truths)} truths and {len(predictions)} predictions."
+        )
+    columns = 4 if errors else 3
+    extra = 0.3 if title else 0.0
+    fig, axes = plt.subplots(n, columns, figsize=(columns * size, n * (size + 0.25) + extra),
+                             squeeze=False)
+    headers = ["image", "truth", "prediction", "errors: FP orange, FN purple"]
+    for i in range(n):
+        truth = np.asarray(truths[i]) > 0
+        pred = np.asarray(predictions[i])
+        pred = pred[..., 0] if pred.ndim == 3 else pred
+        binary = pred > threshold if pred.dtype.kind == "f" else pred > 0
+        dice = segmentation_scores(truth, binary)["dice"]
+        row = axes[i]
+        row[0].imshow(display_image(images[i]), interpolation="nearest")
+        row[1].imshow(truth, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        shown = pred if pred.dtype.kind == "f" else binary
+        row[2].imshow(shown, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        if errors:
+            row[3].imshow(error_map(truth, binary), interpolation="nearest")
+        name = f"{names[i]}: " if names is not None else ""
+        row[0].set_title(f"{name}Dice {dice:.3f}", fontsize=8, loc="left")
+        for ax in row:
+            ax.set_axis_off()
+    for ax, header in zip(axes[0], headers):
+        ax.text(0.5, 1.22, header, transform=ax.transAxes, ha="center", va="bottom",
+                fontsize=8.5, color="0.25")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _count(labels):
+    values = np.unique(np.asarray(labels))
+    return int(np.count_nonzero(values))
+
+
+def _region(shape, region, side=256):
+    if region is None:
+        side = min(side, *shape[:2])
+        return (shape[0] - side) // 2, (shape[1] - side) // 2, side
+    return tuple(int(v) for v in region)
+
+
+def counted_field(image, labels, true_count=None, region=None, title=None):
+    """A whole field with every counted spore outlined, and a zoomed region.
+
+    Parameters
+    ----------
+    image : array_like
+        The field (any kind :func:`display_image` shows).
+    labels : array_like of int
+        Instance labels of the counted spores (0 = background).
+    true_count : int, optional
+        The true number of spores, shown beside the count.
+    region : (int, int, int), optional
+        Top, left and side of the zoomed square (default: 256 px in the centre).
+    title : str, optional
+        A title over both panels.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    labels = np.asarray(labels)
+    top, left, side = _region(labels.shape, region)
+    window = (slice(top, top + side), slice(left, left + side))
+    count = _count(labels)
+    fig, axes = plt.subplots(1, 2, figsize=(6.6, 3.5))
+    axes[0].imshow(outline_overlay(image, labels))
+    axes[0].add_patch(Rectangle((left - 0.5, top - 0.5), side, side, fill=False,
+                                edgecolor="#00e5ff", lw=1.5))
+    truth = f" (true {true_count})" if true_count is not None else ""
+    axes[0].set_title(f"{count} spores counted{truth}", fontsize=9.5)
+    zoom = outline_overlay(np.asarray(image)[window], labels[window])
+    axes[1].imshow(zoom, interpolation="nearest")
+    axes[1].set_title(f"zoom {side}×{side} px at ({top}, {left})", fontsize=9.5)
+    for ax in axes:
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def size_histogram(sizes, bins=30, xlabel="equivalent diameter (px)", title=None):
+    """Overlaid histograms of spore sizes, e.g. predicted vs true.
+
+    Parameters
+    ----------
+    sizes : dict of str -> array_like
+        One sample of sizes per name (e.g. ``{"truth": ..., "U-Net": ...}``).
+    bins : int or sequence
+        Histogram bins, shared by all samples.
+    xlabel : str
+        What the sizes are.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    samples = {name: np.asarray(v, dtype=float).ravel() for name, v in sizes.items()}
+    if not samples:
+        raise ValueError("size_histogram needs at least one sample of sizes.")
+    values = np.concatenate(list(samples.values()))
+    if np.ndim(bins) == 0:
+        bins = np.histogram_bin_edges(values, bins=int(bins)) if values.size else int(bins)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for name, v in samples.items():
+        median = f", median {np.median(v):.1f}" if v.size else ""
+        ax.hist(v, bins=bins, histtype="step", lw=1.8, label=f"{name}: {v.size}{median}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("spores")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def method_comparison(image, labelings, region=None, size=3.0):
+    """The same region outlined by several methods (e.g. truth, baseline, U-Net).
+
+    Parameters
+    ----------
+    image : array_like
+        The whole image.
+    labelings : dict of str -> array_like
+        Instance labels (or masks) of the whole image per method; the panel title
+        gives each method's count over the whole image.
+    region : (int, int, int), optional
+        Top, left and side of the square shown (default: 256 px in the centre).
+    size : float
+        Side of one panel in inches.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    image = np.asarray(image)
+    top, left, side = _region(image.shape, region)
+    window = (slice(top, top + side), slice(left, left + side))
+    fig, axes = plt.subplots(1, len(labelings), figsize=(size * len(labelings), size + 0.3),
+                             squeeze=False)
+    for ax, (name, labels) in zip(axes[0], labelings.items()):
+        labels = np.asarray(labels)
+        ax.imshow(outline_overlay(image[window], labels[window]), interpolation="nearest")
+        ax.set_title(f"{name}: {_count(labels)} spores in all", fontsize=9)
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def tile_plan(plan, image=None, highlight=None):
+    """How :func:`unet.predict.plan_tiles` cuts an image: delivered parts and one tile.
+
+    Parameters
+    ----------
+    plan : unet.predict.TilePlan
+    image : array_like, optional
+        The image, drawn underneath.
+    highlight : int, optional
+        Index of the tile whose whole input (delivered part plus context, mirrored
+        beyond the border) is drawn; default: the middle tile.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    height, width = plan.image_shape
+    (th, tw), (sh, sw), (ch, cw) = plan.tile, plan.stride, plan.context
+    origins = plan.tile_origins()
+    highlight = len(origins) // 2 if highlight is None else int(highlight)
+    low_r = min(min(o[0] for o in origins), 0)
+    low_c = min(min(o[1] for o in origins), 0)
+    high_r = max(max(o[0] for o in origins) + th, height)
+    high_c = max(max(o[1] for o in origins) + tw, width)
+    fig, ax = plt.subplots(figsize=(5.2, 5.2))
+    if image is not None:
+        from .predict import mirror_indices
+
+        shown = display_image(image)
+        rows = mirror_indices(np.arange(low_r, high_r), height)
+        cols = mirror_indices(np.arange(low_c, high_c), width)
+        extent = (low_c - 0.5, high_c - 0.5, high_r - 0.5, low_r - 0.5)
+        ax.imshow(shown[np.ix_(rows, cols)], extent=extent, alpha=0.35)  # the mirrored margin
+        ax.imshow(shown, extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+    ax.add_patch(Rectangle((-0.5, -0.5), width, height, fill=False, edgecolor="k", lw=1.5))
+    for r, c in origins:
+        top, left = r + ch, c + cw
+        ax.add_patch(Rectangle((left - 0.5, top - 0.5), min(sw, width - left),
+                               min(sh, height - top), fill=False, edgecolor="#ffd000", lw=0.9))
+    r, c = origins[highlight]
+    ax.add_patch(Rectangle((c - 0.5, r - 0.5), tw, th, fill=False, edgecolor="#e63946", lw=2,
+                           ls="--"))
+    ax.add_patch(Rectangle((c + cw - 0.5, r + ch - 0.5), min(sw, width - c - cw),
+                           min(sh, height - r - ch), facecolor="#e63946", alpha=0.25))
+    ax.set_xlim(low_c - 0.5, high_c - 0.5)
+    ax.set_ylim(high_r - 0.5, low_r - 0.5)
+    ax.set_title(f"{plan.grid[0]}×{plan.grid[1]} tiles of {th}×{tw} px, each delivering "
+                 f"{sh}×{sw} (yellow)\nred: one tile's input and what it delivers; faded: the "
+                 f"mirrored margin\nwork ratio {plan.work_ratio:.2f}", fontsize=9)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    fig.tight_layout()
+    return fig
