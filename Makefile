@@ -49,7 +49,7 @@ notebooks: $(STAMP) $(DATA)/.complete  ## execute every notebook in full mode, o
 	cd notebooks && for nb in [0-9][0-9]_*.ipynb; do \
 		echo "== $$nb"; \
 		../$(PY) -m jupyter nbconvert --to notebook --execute --inplace \
-			--ExecutePreprocessor.timeout=3600 "$$nb" || exit 1; \
+			--ExecutePreprocessor.timeout=7200 "$$nb" || exit 1; \
 	done
 
 figures: $(STAMP)  ## redraw markdown images/ (result figures need `make demo` first)
