@@ -233,7 +233,7 @@ def _axis_plan(length, depth, padding, context, tile, max_tile):
     for n in range(n_min, n_min + 64):
         stride = length if n == 1 else _round_up(math.ceil(length / n), grid)
         if n > 1 and (n - 1) * stride >= length:
-            break  # more tiles would not help
+            continue  # n - 1 tiles of this stride cover it; more tiles may shrink the stride
         size = _tile_for(stride, depth, padding, context)
         if size > max_tile:
             continue
