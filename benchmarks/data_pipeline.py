@@ -12,6 +12,9 @@
    iterator each round, warmed up by two untimed steps, so it gets no head start).
    The ratio pipeline / memory of images per second is the figure that matters
    (target >= 0.9): the two cores are shared by the augmentation and the train step.
+   The process's CPU use (100 % = one core) is printed beside each, and the ratio of
+   CPU time per image (in memory / with the pipeline), which a busy shared machine
+   disturbs less than the wall-clock ratio.
 
 Writes benchmarks/results/data_pipeline.json.
 """
@@ -51,6 +54,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=8, help="timed steps per round (8)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (5)")
     parser.add_argument("--precision", default="auto", help="auto|fp32|bf16 (auto)")
+    parser.add_argument("--depth", type=int, help="model depth (Config default)")
+    parser.add_argument("--filters", type=int, help="model filters (Config default)")
     args = parser.parse_args(argv)
 
     import keras
@@ -59,13 +64,18 @@ def main(argv=None):
     from unet import data, losses, metrics
     from unet.train import Config, resolve_precision
 
+    import dataclasses
+
     config = Config()
+    config = dataclasses.replace(config, depth=args.depth or config.depth,
+                                 filters=args.filters or config.filters)
     batch = args.batch or config.batch_size
     tile, out = config.tile_size, config.output_tile_size
     samples = data.load_folder(f"{args.data}/train", channels=config.channels, limit=args.limit)
     result = {"machine": machine(), "tile": tile, "out": out, "batch": batch,
-              "crops": len(samples)}
-    print(f"{len(samples)} training crops, tile {tile} -> {out}, batch {batch}")
+              "filters": config.filters, "depth": config.depth, "crops": len(samples)}
+    print(f"{len(samples)} training crops, {config.filters} filters, depth {config.depth}, "
+          f"tile {tile} -> {out}, batch {batch}")
 
     for name, augment in (("no augmentation", None), ("default augmentation", True)):
         alone = pipeline_alone(samples, tile, out, batch, augment)
@@ -92,24 +102,37 @@ def main(argv=None):
         iterator = iter(dataset)
         for _ in range(2):  # warm-up, untimed
             model.train_function(iterator)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for _ in range(args.steps):
             logs = model.train_function(iterator)
         float(logs["loss"])  # wait for the last step
-        return args.steps * batch / (time.perf_counter() - start)
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+        images = args.steps * batch
+        return images / wall, cpu / wall * 100, cpu / images * 1000
 
-    mem, pipe, ratios = [], [], []
+    mem, pipe, ratios, mem_cpu, pipe_cpu, cost_ratios = [], [], [], [], [], []
     for _ in range(args.rounds):
-        mem.append(steps_per_s(memory))
-        pipe.append(steps_per_s(pipeline))
+        rate, cpu, mem_cost = steps_per_s(memory)
+        mem.append(rate)
+        mem_cpu.append(cpu)
+        rate, cpu, pipe_cost = steps_per_s(pipeline)
+        pipe.append(rate)
+        pipe_cpu.append(cpu)
         ratios.append(pipe[-1] / mem[-1])
+        cost_ratios.append(mem_cost / pipe_cost)
     result["precision"] = policy
     result["train, in-memory images/s"] = summary(mem)
     result["train, pipeline images/s"] = summary(pipe)
+    result["train, in-memory CPU %"] = summary(mem_cpu)
+    result["train, pipeline CPU %"] = summary(pipe_cpu)
     result["ratio pipeline/memory"] = summary(ratios)
-    print(f"train step ({policy}): in memory {fmt(summary(mem))} images/s, "
-          f"fed by the pipeline {fmt(summary(pipe))} images/s")
+    result["CPU cost ratio memory/pipeline"] = summary(cost_ratios)
+    print(f"train step ({policy}): in memory {fmt(summary(mem))} images/s at "
+          f"{fmt(summary(mem_cpu), 0)} % CPU, fed by the pipeline {fmt(summary(pipe))} "
+          f"images/s at {fmt(summary(pipe_cpu), 0)} % CPU")
     print(f"ratio pipeline / in-memory: {fmt(summary(ratios), 3)}  (target >= 0.9)")
+    print(f"CPU time per image, in memory / with the pipeline: {fmt(summary(cost_ratios), 3)} "
+          "(the ratio two free cores would give; less sensitive to a shared machine)")
     write_result("data_pipeline", result)
     return result
 

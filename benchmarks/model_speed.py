@@ -4,7 +4,7 @@
                                      [--models spore,paper] [--paper-batch 1]
 
 For the default spore model (``unet.train.Config()``: its training tile, batch size
-and loss) and the documented 572 -> 388 paper model (31M parameters, softmax over 2
+and loss; also a sweep of train-step speed over batch sizes) and the documented 572 -> 388 paper model (31M parameters, softmax over 2
 classes), in each precision: forward images/s and train-step images/s, and the
 GFLOP/s they achieve, with the FLOPs counted from the layers
 (:func:`unet.count_flops`; a train step = 3 forward passes). Beside them, an
@@ -47,14 +47,15 @@ def build(name, policy, paper_batch):
     return model, tile, batch, classes
 
 
-def measure(name, precision, repeats, paper_batch):
+def measure(name, precision, repeats, paper_batch, batch=None):
     import numpy as np
     import tensorflow as tf
 
-    from unet import count_flops, output_size
+    from unet import count_flops
 
-    model, tile, batch, classes = build(name, POLICIES[precision], paper_batch)
-    out = output_size(tile)
+    model, tile, default_batch, classes = build(name, POLICIES[precision], paper_batch)
+    batch = batch or default_batch
+    out = model.compute_output_shape((batch, tile, tile, 3))[1]
     rng = np.random.default_rng(0)
     x = tf.constant(rng.random((batch, tile, tile, 3), np.float32))
     y = (rng.random((batch, out, out, classes)) > 0.5).astype(np.float32)
@@ -84,6 +85,8 @@ def main(argv=None):
     parser.add_argument("--models", default="spore,paper", help="comma list (spore,paper)")
     parser.add_argument("--paper-batch", type=int, default=1, help="batch of the 572 model (1)")
     parser.add_argument("--matmul", type=int, default=2048, help="matmul size n (2048)")
+    parser.add_argument("--spore-batches", default="4,8,16",
+                        help="batch sizes for the spore model's train-step sweep (4,8,16)")
     args = parser.parse_args(argv)
     import keras
 
@@ -118,6 +121,18 @@ def main(argv=None):
                        "fwd GFLOP/s", "/mm", "train img/s", "train GFLOP/s", "/mm")))
     print(f"matmul: {args.matmul}^2, same precision, measured before and after each row; "
           "/mm = achieved / matmul")
+    if args.spore_batches:
+        sweep = []
+        for batch in (int(b) for b in args.spore_batches.split(",")):
+            for precision in precisions:
+                r = measure("spore", precision, args.repeats, args.paper_batch, batch)
+                sweep.append({"batch": batch, "precision": precision,
+                              "train_images_per_s": r["train_images_per_s"]})
+                keras.backend.clear_session()
+        result["spore_batch_sweep"] = sweep
+        print("spore model train step, images/s by batch size:")
+        print(table([(r["batch"], r["precision"], fmt(r["train_images_per_s"], 1))
+                     for r in sweep], ("batch", "precision", "train img/s")))
     if "fp32" in precisions and "bf16" in precisions:
         for name in args.models.split(","):
             by = {r["precision"]: r for r in result["rows"] if r["model"] == name}

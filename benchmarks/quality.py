@@ -17,6 +17,8 @@ test crops (pooled Dice over all pixels at the original size) and on the dish fi
   (16 filters, depth 4), every crop *resized* to 128 x 128 (flips and quarter turns
   as augmentation); test crops are resized to 128 and the prediction back, fields are
   cut into 100-pixel tiles that are resized the same way.
+* ``fFdD`` (e.g. ``f16d3``): the default config with F filters and depth D, to
+  compare model sizes for the spore crops.
 * ``baseline`` (``unet.baseline.baseline_mask``: flattened background, Otsu, shape
   filter) and ``otsu`` (one global Otsu threshold on the luminance): no training.
 
@@ -26,6 +28,7 @@ Writes benchmarks/results/quality.json.
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from pathlib import Path
 
@@ -195,7 +198,7 @@ def main(argv=None):
     parser.add_argument("--budget", type=float, default=240,
                         help="training seconds per model (240)")
     parser.add_argument("--methods", default=",".join(METHODS),
-                        help=f"comma list of {', '.join(METHODS)}")
+                        help=f"comma list of {', '.join(METHODS)} or fFdD (e.g. f16d3)")
     parser.add_argument("--precision", default="auto", help="auto|fp32|bf16 (auto)")
     args = parser.parse_args(argv)
 
@@ -217,8 +220,13 @@ def main(argv=None):
     methods = args.methods.split(",")
     for name in methods:
         entry = {}
-        if name in ("default", "paper"):
-            cfg = config if name == "default" else dataclasses.replace(config, filters=64)
+        variant = re.fullmatch(r"f(\d+)d(\d+)", name)
+        if name in ("default", "paper") or variant:
+            if variant:  # e.g. f16d3: the default config with 16 filters, depth 3
+                cfg = dataclasses.replace(config, filters=int(variant[1]),
+                                          depth=int(variant[2]))
+            else:
+                cfg = config if name == "default" else dataclasses.replace(config, filters=64)
             model, seconds, steps = train_tiled(name, cfg, samples, args.budget, policy)
             method = lambda raw, image, m=model: predict_tiled(m, image)  # noqa: E731
             entry.update(params=model.count_params(), train_seconds=seconds, steps=steps,
