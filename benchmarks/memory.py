@@ -70,7 +70,8 @@ def child(kind, args):
         model = config.build_model()
         image = np.random.default_rng(0).random((args.size, args.size, 3), np.float32)
         out["rss_before_predict_mb"] = peak_rss_mb()
-        prob = predict_tiled(model, image)
+        kwargs = {"batch_size": args.predict_batch} if args.predict_batch else {}
+        prob = predict_tiled(model, image, **kwargs)
         plan = plan_tiles(image.shape, config.depth, config.padding)
         out.update(size=args.size, tile=plan.tile[0], grid=plan.grid, shape=prob.shape)
     out["seconds"] = time.perf_counter() - start
@@ -95,6 +96,10 @@ def main(argv=None):
     parser.add_argument("--train-limit", type=int, default=1000, help="training crops (1000)")
     parser.add_argument("--size", type=int, default=4096, help="predicted image side (4096)")
     parser.add_argument("--precision", default="auto", help="auto|fp32|bf16 (auto)")
+    parser.add_argument("--predict-batch", type=int,
+                        help="tiles per model call when predicting (predict_tiled's default)")
+    parser.add_argument("--only", default="baseline,train,predict",
+                        help="comma list of baseline, train, predict")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -103,10 +108,12 @@ def main(argv=None):
     from unet.train import Config
 
     result = {"machine": machine(), "runs": {}}
-    for kind in ("baseline", "train", "predict"):
+    for kind in args.only.split(","):
         command = [sys.executable, __file__, "--child", kind, "--data", args.data,
                    "--train-limit", str(args.train_limit), "--size", str(args.size),
                    "--precision", args.precision]
+        if args.predict_batch:
+            command += ["--predict-batch", str(args.predict_batch)]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode:
             raise RuntimeError(f"{kind} failed:\n{done.stderr[-2000:]}")

@@ -3,8 +3,10 @@
     python benchmarks/quality.py [--data data/spores] [--budget 240] [--methods ...]
 
 Each model is trained for the same wall-clock ``--budget`` (seconds, from the start
-of ``fit``: tracing and compilation count) with the same loss (BCE + Dice), optimiser
-(Adam 1e-3), batch size (8), precision (``auto``) and seed, and then scored on the
+of ``fit``: tracing, compilation and validation count) with the same loss (BCE +
+Dice), optimiser (Adam 1e-3), batch size (8), precision (``auto``) and seed,
+validated every 50 steps on the validation split (keeping the weights of the best
+validation Dice, as ``unet.train.train`` keeps its best model), and then scored on the
 test crops (pooled Dice over all pixels at the original size) and on the dish fields
 (pooled Dice, and the count error: mean over fields of |predicted - true| / true):
 
@@ -57,26 +59,49 @@ def time_budget(seconds):
     return TimeBudget()
 
 
+def best_weights():
+    import keras
+
+    class BestWeights(keras.callbacks.Callback):
+        """Keep the weights of the best validation Dice and restore them at the end."""
+
+        best, weights = -1.0, None
+
+        def on_epoch_end(self, epoch, logs=None):
+            dice = (logs or {}).get("val_dice")
+            if dice is not None and dice > self.best:
+                self.best, self.weights = float(dice), self.model.get_weights()
+
+        def on_train_end(self, logs=None):
+            if self.weights is not None:
+                self.model.set_weights(self.weights)
+
+    return BestWeights()
+
+
 def compiled(model, config):
     import keras
 
-    from unet import losses
+    from unet import losses, metrics
 
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                  loss=losses.get_loss(config.loss))
+                  loss=losses.get_loss(config.loss),
+                  weighted_metrics=metrics.segmentation_metrics(config.threshold))
     return model
 
 
-def fit(model, dataset, budget):
-    """Train until the budget is spent (the dataset repeats); return (seconds, steps)."""
-    callback = time_budget(budget)
+def fit(model, dataset, validation, budget):
+    """Train until the budget is spent (the dataset repeats), validating every 50 steps
+    and keeping the best weights (as ``unet.train.train`` keeps the best model);
+    return (seconds, steps, best validation Dice)."""
+    budget_callback, best = time_budget(budget), best_weights()
     start = time.perf_counter()
-    model.fit(dataset, epochs=10**6, steps_per_epoch=50, callbacks=[callback], verbose=0,
-              shuffle=False)
-    return time.perf_counter() - start, callback.steps
+    model.fit(dataset, epochs=10**6, steps_per_epoch=50, validation_data=validation,
+              callbacks=[budget_callback, best], verbose=0, shuffle=False)
+    return time.perf_counter() - start, budget_callback.steps, best.best
 
 
-def train_tiled(name, config, samples, budget, policy):
+def train_tiled(config, samples, val, budget, policy):
     """The default or the paper model, on the package's mirror-padded tiles."""
     import keras
 
@@ -86,10 +111,11 @@ def train_tiled(name, config, samples, budget, policy):
     keras.mixed_precision.set_global_policy(policy)
     model = compiled(config.build_model(), config)
     keras.mixed_precision.set_global_policy("float32")
-    dataset = data.make_dataset(samples, config.tile_size, config.output_tile_size,
-                                config.batch_size, augment=True, seed=config.seed, repeat=True)
-    seconds, steps = fit(model, dataset, budget)
-    return model, seconds, steps
+    common = dict(tile=config.tile_size, out=config.output_tile_size,
+                  batch_size=config.batch_size)
+    dataset = data.make_dataset(samples, augment=True, seed=config.seed, repeat=True, **common)
+    validation = data.make_dataset(val, augment=None, shuffle=False, **common)
+    return (model, *fit(model, dataset, validation, budget))
 
 
 def resize_pair(image, mask):
@@ -100,16 +126,21 @@ def resize_pair(image, mask):
     return image, mask
 
 
-def train_resized(config, samples, budget, policy):
+def resized_arrays(samples):
+    import tensorflow as tf
+
+    pairs = [resize_pair(im, m) for im, m in zip(samples.images, samples.masks)]
+    return tf.stack([p[0] for p in pairs]), tf.stack([p[1] for p in pairs])
+
+
+def train_resized(config, samples, val, budget, policy):
     """The tutorial recipe: same padding, BatchNorm, crops resized to 128 x 128."""
     import keras
     import tensorflow as tf
 
     from unet import unet_model
 
-    pairs = [resize_pair(im, m) for im, m in zip(samples.images, samples.masks)]
-    images = tf.stack([p[0] for p in pairs])
-    masks = tf.stack([p[1] for p in pairs])
+    images, masks = resized_arrays(samples)
 
     def augment(image, mask, seed):
         both = tf.concat([image, mask], axis=-1)
@@ -118,7 +149,7 @@ def train_resized(config, samples, budget, policy):
         both = tf.image.rot90(both, tf.random.stateless_uniform((), seed + 2, 0, 4, tf.int32))
         return both[..., :-1], both[..., -1:]
 
-    n = len(pairs)
+    n = len(samples)
     seeds = tf.data.Dataset.random(config.seed).map(lambda s: tf.stack([s, s]))
     dataset = (tf.data.Dataset.from_tensor_slices((images, masks)).repeat()
                .shuffle(n, seed=config.seed))
@@ -131,8 +162,8 @@ def train_resized(config, samples, budget, policy):
                        padding="same", batch_norm=True)
     model = compiled(model, config)
     keras.mixed_precision.set_global_policy("float32")
-    seconds, steps = fit(model, dataset, budget)
-    return model, seconds, steps
+    validation = tf.data.Dataset.from_tensor_slices(resized_arrays(val)).batch(config.batch_size)
+    return (model, *fit(model, dataset, validation, budget))
 
 
 def predict_resized(model, image):
@@ -215,6 +246,7 @@ def main(argv=None):
     config = Config()
     root = Path(args.data)
     samples = data.load_folder(root / "train", channels=config.channels)
+    val = data.load_folder(root / "val", channels=config.channels)
     result = {"machine": machine(), "budget_s": args.budget, "precision": policy,
               "train_crops": len(samples), "methods": {}}
     methods = args.methods.split(",")
@@ -222,25 +254,27 @@ def main(argv=None):
         entry = {}
         variant = re.fullmatch(r"f(\d+)d(\d+)", name)
         if name in ("default", "paper") or variant:
-            if variant:  # e.g. f16d3: the default config with 16 filters, depth 3
+            if variant:  # e.g. f16d4: the default config with 16 filters, depth 4
                 cfg = dataclasses.replace(config, filters=int(variant[1]),
                                           depth=int(variant[2]))
+            elif name == "paper":  # unet_model's defaults: 64 filters, depth 4
+                cfg = dataclasses.replace(config, filters=64, depth=4)
             else:
-                cfg = config if name == "default" else dataclasses.replace(config, filters=64)
-            model, seconds, steps = train_tiled(name, cfg, samples, args.budget, policy)
+                cfg = config
+            model, seconds, steps, best = train_tiled(cfg, samples, val, args.budget, policy)
             method = lambda raw, image, m=model: predict_tiled(m, image)  # noqa: E731
-            entry.update(params=model.count_params(), train_seconds=seconds, steps=steps,
-                         epochs=steps * cfg.batch_size / len(samples))
         elif name == "resized":
-            model, seconds, steps = train_resized(config, samples, args.budget, policy)
+            model, seconds, steps, best = train_resized(config, samples, val, args.budget,
+                                                        policy)
             method = lambda raw, image, m=model: predict_resized(m, image)  # noqa: E731
+        if name in ("default", "paper", "resized") or variant:
             entry.update(params=model.count_params(), train_seconds=seconds, steps=steps,
-                         epochs=steps * config.batch_size / len(samples))
-        elif name == "baseline":
+                         epochs=steps * config.batch_size / len(samples), best_val_dice=best)
+        if name == "baseline":
             method = lambda raw, image: baseline_mask(raw)  # noqa: E731
         elif name == "otsu":
             method = lambda raw, image: otsu_mask(raw)  # noqa: E731
-        else:
+        elif "params" not in entry:
             raise ValueError(f"Unknown method {name!r}; choose from {', '.join(METHODS)}.")
         entry["test"] = score(root / "test", method)
         entry["fields"] = score(root / "fields", method)
@@ -256,12 +290,13 @@ def main(argv=None):
             name, f"{e['params'] / 1e6:.2f}M" if "params" in e else "-",
             f"{e['train_seconds']:.0f}" if "train_seconds" in e else "-",
             f"{e['epochs']:.1f}" if "epochs" in e else "-",
+            f"{e['best_val_dice']:.4f}" if "best_val_dice" in e else "-",
             f"{e['test']['dice']:.4f}", f"{e['fields']['dice']:.4f}",
             f"{e['fields']['count_error']:.1%}",
             f"{e['test']['seconds'] + e['fields']['seconds']:.0f}",
         ))
-    print(table(rows, ("method", "params", "train s", "epochs", "test Dice", "field Dice",
-                       "field count err", "eval s")))
+    print(table(rows, ("method", "params", "train s", "epochs", "val Dice", "test Dice",
+                       "field Dice", "field count err", "eval s")))
     write_result("quality", result)
     return result
 

@@ -30,7 +30,7 @@ def arguments(name, args):
         "model_speed": ["--repeats", "2", "--matmul", "1024"],
         "data_pipeline": ["--rounds", "2", "--steps", "3", "--limit", "100"],
         "precision": ["--epochs", "1", "--train-limit", "64"],
-        "tiling": ["--size", "1024", "--tiles", "284,540", "--batches", "1", "--repeats", "1"],
+        "tiling": ["--size", "1024", "--max-tiles", "320,800", "--batches", "1", "--repeats", "1"],
         "memory": ["--train-limit", "64", "--size", "2048"],
         "quality": ["--budget", "20"],
     }

@@ -1,11 +1,12 @@
 """Overlap-tile prediction of a large field: seconds, megapixels/s and work ratio vs tile size.
 
-    python benchmarks/tiling.py [--size 2048] [--tiles 284,412,540,796,1052,1212]
+    python benchmarks/tiling.py [--size 2048] [--max-tiles 200,320,420,540,680,800,1280,1600]
                                 [--batches 1,2,4] [--repeats 2] [--precision auto]
 
 The default spore model (``unet.train.Config()``, untrained: speed does not depend on
 the weights) predicts a random ``--size`` x ``--size`` RGB image with
-``unet.predict.predict_tiled`` for every tile size and batch size of the sweep, and
+``unet.predict.predict_tiled`` for every tile size and batch size of the sweep (the
+tiles the planner chooses under each ``--max-tiles`` value), and
 with the default choice (``tile=None``: the plan :func:`unet.predict.plan_tiles`
 makes under ``unet.predict.MAX_TILE``, and the default batch size). Reported: seconds,
 output megapixels per second, the work ratio (input pixels computed / output
@@ -27,8 +28,8 @@ from common import fmt, machine, summary, table, write_result
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=2048, help="image side (2048)")
-    parser.add_argument("--tiles", default="284,412,540,796,1052,1212",
-                        help="tile sizes of the sweep (valid sizes 16k+124)")
+    parser.add_argument("--max-tiles", default="200,320,420,540,680,800,1280,1600",
+                        help="MAX_TILE values whose tiles the sweep times")
     parser.add_argument("--batches", default="1,2,4", help="batch sizes of the sweep")
     parser.add_argument("--repeats", type=int, default=2, help="timings per setting (2)")
     parser.add_argument("--precision", default="auto", help="auto|fp32|bf16 (auto)")
@@ -73,7 +74,11 @@ def main(argv=None):
               f"{fmt(row['output_mp_per_s'], 2)} output MP/s", flush=True)
         return row
 
-    for tile in (int(t) for t in args.tiles.split(",")):
+    tiles = sorted({
+        predict.plan_tiles(image.shape, config.depth, config.padding, max_tile=int(m)).tile[0]
+        for m in args.max_tiles.split(",")
+    })
+    for tile in tiles:
         for batch in (int(b) for b in args.batches.split(",")):
             plan = predict.plan_tiles(image.shape, config.depth, config.padding, tile)
             if batch > plan.n_tiles:
