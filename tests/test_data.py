@@ -372,6 +372,17 @@ def test_elastic_keeps_masks_binary_and_weights_consistent():
         assert np.all(mask[w == 0] == 0) and abs(np.sum(w > 0) - 6400) < 0.25 * 6400
 
 
+def test_warped_edges_keep_the_mask_wherever_the_weight_does():
+    # an all-foreground crop: every tile pixel that carries loss must be foreground,
+    # right up to the crop's rotated edges and corners
+    full = np.ones((60, 70))
+    aug = only(rotation=45.0, elastic=True)
+    for seed in range(6):
+        _, mask, weight = D.make_tile(np.zeros((60, 70, 1)), full, None, 284, 100, aug, seed)
+        assert np.all(mask[weight > 0] == 1) and np.all(mask[weight == 0] == 0)
+        assert 0.8 * 4200 < np.sum(weight > 0) < 1.2 * 4200
+
+
 def test_intensity_changes_only_the_image_and_seed_is_reproducible():
     p = pattern()
     image = p[..., None]

@@ -919,8 +919,9 @@ def _augment_tensors(augment, image, mask, weight, height, width, gray, seed, ti
     c the tile centre, F the flips, Q the quarter turns, R the free rotation and d
     the elastic displacement field (all in tile coordinates), by one bilinear
     resampling of the image at mirrored crop positions (the mirror padding, as far
-    as a transform reaches). The mask is resampled bilinearly with zeros outside the
-    crop and thresholded at 0.5, the weight by nearest neighbour with zeros outside.
+    as a transform reaches). The mask is resampled bilinearly with the crop's edge
+    repeated outside it and thresholded at 0.5, the weight by nearest neighbour; both
+    are 0 where the nearest crop pixel is outside the crop (no loss there).
     Without a free rotation or elastic deformation every source position is a whole
     pixel and the tile is an exact copy (the flipped/turned mirror padding).
 
@@ -1054,6 +1055,11 @@ def _resampler(warps, elastic, noise, grid, tile, out, channels):
             cols = tf.clip_by_value(cols, 0, width - 1)
             return tf.where(inside, tf.gather(values, rows * width + cols), 0.0)
 
+        def clamped(values, rows, cols):  # the edge pixel repeated outside the crop
+            rows = tf.clip_by_value(rows, 0, height - 1)
+            cols = tf.clip_by_value(cols, 0, width - 1)
+            return tf.gather(values, rows * width + cols)
+
         def whole(coords):
             return tf.cast(tf.round(coords), tf.int32)
 
@@ -1073,14 +1079,16 @@ def _resampler(warps, elastic, noise, grid, tile, out, channels):
             wy0, wx0 = tf.floor(win_y), tf.floor(win_x)
             wfy, wfx = win_y - wy0, win_x - wx0
             wy0, wx0 = tf.cast(wy0, tf.int32), tf.cast(wx0, tf.int32)
-            upper = inside_or_zero(mask, wy0, wx0)
-            upper += wfx * (inside_or_zero(mask, wy0, wx0 + 1) - upper)
-            lower = inside_or_zero(mask, wy0 + 1, wx0)
-            lower += wfx * (inside_or_zero(mask, wy0 + 1, wx0 + 1) - lower)
-            mask_out = tf.cast(upper + wfy * (lower - upper) >= 0.5, tf.float32)
-            weight_out = inside_or_zero(
-                weight, whole(tf.floor(win_y + 0.5)), whole(tf.floor(win_x + 0.5))
-            )
+            # edge-clamped, so that a pixel the weight keeps (the nearest crop pixel is
+            # inside) is never pulled towards background by zeros beyond the crop
+            upper = clamped(mask, wy0, wx0)
+            upper += wfx * (clamped(mask, wy0, wx0 + 1) - upper)
+            lower = clamped(mask, wy0 + 1, wx0)
+            lower += wfx * (clamped(mask, wy0 + 1, wx0 + 1) - lower)
+            near_y, near_x = whole(tf.floor(win_y + 0.5)), whole(tf.floor(win_x + 0.5))
+            inside = (near_y >= 0) & (near_y < height) & (near_x >= 0) & (near_x < width)
+            mask_out = tf.where(inside & (upper + wfy * (lower - upper) >= 0.5), 1.0, 0.0)
+            weight_out = inside_or_zero(weight, near_y, near_x)
         else:  # whole-pixel moves: an exact copy
             rows = whole(_mirror(tf.round(src_y), height))
             cols = whole(_mirror(tf.round(src_x), width))
