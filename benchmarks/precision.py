@@ -1,6 +1,6 @@
 """fp32 vs mixed precision: training speed and test Dice after the same training budget.
 
-    python benchmarks/precision.py [--data data/spores] [--epochs 4] [--train-limit 400]
+    python benchmarks/precision.py [--data data/spores] [--epochs 4] [--train-limit 0]
                                    [--precisions fp32,bf16] [--repeats 1]
 
 Trains the default config (``unet.train.Config()``, same seed, same crops, same
@@ -29,8 +29,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT / "data" / "spores"))
     parser.add_argument("--epochs", type=int, default=4, help="epochs per run (4)")
-    parser.add_argument("--train-limit", type=int, default=400,
-                        help="training crops (400; 0 = all)")
+    parser.add_argument("--train-limit", type=int, default=0,
+                        help="training crops (0 = all)")
     parser.add_argument("--precisions", default="fp32,bf16", help="comma list (fp32,bf16)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per precision (1)")
     args = parser.parse_args(argv)
