@@ -372,6 +372,17 @@ def test_elastic_keeps_masks_binary_and_weights_consistent():
         assert np.all(mask[w == 0] == 0) and abs(np.sum(w > 0) - 6400) < 0.25 * 6400
 
 
+def test_warped_edges_keep_the_mask_wherever_the_weight_does():
+    # an all-foreground crop: every tile pixel that carries loss must be foreground,
+    # right up to the crop's rotated edges and corners
+    full = np.ones((60, 70))
+    aug = only(rotation=45.0, elastic=True)
+    for seed in range(6):
+        _, mask, weight = D.make_tile(np.zeros((60, 70, 1)), full, None, 284, 100, aug, seed)
+        assert np.all(mask[weight > 0] == 1) and np.all(mask[weight == 0] == 0)
+        assert 0.8 * 4200 < np.sum(weight > 0) < 1.2 * 4200
+
+
 def test_intensity_changes_only_the_image_and_seed_is_reproducible():
     p = pattern()
     image = p[..., None]
@@ -388,6 +399,38 @@ def test_intensity_changes_only_the_image_and_seed_is_reproducible():
         none = D.make_tile(crop, crop[..., 0], None, 284, 100, D.Augmentation.none(), 0)
         for a, b in zip(none, plain):
             assert a.shape == b.shape and np.array_equal(a, b)
+
+
+def test_mirror_folds_like_numpy_reflect_at_any_distance():
+    from unet.predict import mirror_indices
+
+    positions = np.arange(-700, 700)
+    for length in (1, 2, 3, 7, 100):
+        folded = D._mirror(tf.constant(positions, tf.float32), tf.constant(length)).numpy()
+        assert np.array_equal(folded, mirror_indices(positions, length)), length
+        padded = np.pad(np.arange(length), 5 * length, mode="reflect")  # numpy's own
+        assert np.array_equal(padded, mirror_indices(np.arange(-5 * length, 6 * length), length))
+    # between whole positions mirroring is linear: bilinear weights carry over
+    assert D._mirror(tf.constant([-0.25, 9.5]), tf.constant(10)).numpy() == pytest.approx([0.25, 8.5])
+
+
+def test_noise_is_gaussian_with_its_own_spread_per_tile():
+    crop = np.ones((100, 100, 3), np.float32) * np.float32([0.2, 0.5, 0.7])  # colour
+    aug = only(noise=0.05)
+    spreads, residuals = [], []
+    for seed in range(6):
+        tile, _, _ = D.make_tile(crop, None, None, 284, 100, aug, seed)
+        r = tile - crop[0, 0]
+        spreads.append(r.std())
+        residuals.append(r / r.std())
+        assert abs(r.mean()) < 5 * r.std() / np.sqrt(r.size)
+        # independent channels (colour) and pixels: no correlation with the neighbours
+        assert abs(np.corrcoef(r[..., 0].ravel(), r[..., 1].ravel())[0, 1]) < 0.02
+        assert abs(np.corrcoef(r[:, :-1, 0].ravel(), r[:, 1:, 0].ravel())[0, 1]) < 0.02
+    assert all(0 < s <= 0.05 for s in spreads) and len({round(s, 6) for s in spreads}) == 6
+    z = np.concatenate([r.ravel() for r in residuals])
+    assert np.mean(z**4) == pytest.approx(3.0, abs=0.1)  # a normal's kurtosis
+    assert not np.allclose(residuals[0], residuals[1])
 
 
 def test_augmentation_rejects_negative_values():

@@ -259,3 +259,53 @@ def test_a_fresh_process_loads_a_saved_model_after_import_unet(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "(1, 4, 4, 2)" in result.stdout
+
+
+def expected_flops(size, in_ch, classes, filters, depth, padding="valid"):
+    """Forward FLOPs (2 per multiply-add) walked by hand through the architecture."""
+    trim = 2 if padding == "valid" else 0
+    macs, s, cin, skips = 0, size, in_ch, []
+    for level in range(depth + 1):
+        f = filters * 2**level
+        for c in (cin, f):
+            s -= trim
+            macs += s * s * 9 * c * f
+        cin = f
+        if level < depth:
+            skips.append(s)
+            s //= 2
+    for level in reversed(range(depth)):
+        f = filters * 2**level
+        macs += s * s * 4 * cin * f  # transposed 2x2 stride 2: every input pixel, once
+        s *= 2
+        for c in (2 * f, f):
+            s -= trim
+            macs += s * s * 9 * c * f
+        cin = f
+    return 2 * (macs + s * s * cin * classes)
+
+
+def test_count_flops_by_hand_and_for_the_paper_model():
+    # same padding, depth 1, 8x8, 1 -> 2 -> 4 channels: every layer written out
+    tiny = unet_model((None, None, 1), num_classes=1, filters=2, depth=1, padding="same")
+    macs = (64 * 9 * 1 * 2 + 64 * 9 * 2 * 2  # encoder, 8x8
+            + 16 * 9 * 2 * 4 + 16 * 9 * 4 * 4  # bottleneck, 4x4
+            + 16 * 4 * 4 * 2  # transposed conv from 4x4
+            + 64 * 9 * 4 * 2 + 64 * 9 * 2 * 2  # decoder, 8x8
+            + 64 * 2 * 1)  # 1x1 head
+    assert unet.count_flops(tiny, 8) == 2 * macs == 28_928
+    paper = unet_model()
+    assert unet.count_flops(paper) == expected_flops(572, 3, 2, 64, 4) == 301_605_418_496
+    spore = unet_model((None, None, 3), num_classes=1, filters=16, depth=4, skip="crop")
+    assert unet.count_flops(spore, 284) == expected_flops(284, 3, 1, 16, 4)
+    assert unet.count_flops(spore, (284, 300)) > unet.count_flops(spore, 284)
+
+
+def test_count_flops_needs_a_valid_size():
+    model = unet_model((None, None, 3), num_classes=1, filters=4, depth=2)
+    with pytest.raises(ValueError, match="input_size"):
+        unet.count_flops(model)
+    with pytest.raises(ValueError, match="Nearest valid input sizes"):
+        unet.count_flops(model, 101)
+    with pytest.raises(ValueError, match="fixed input size"):
+        unet.count_flops(unet_model(), 284)

@@ -81,6 +81,15 @@ def test_plan_covers_every_pixel_once_and_respects_max_tile():
                     assert stride % 16 == 0  # tiles start on the pooling grid
 
 
+def test_plan_finds_small_tiles_past_a_plateau_of_the_rounded_stride():
+    # depth 3 (grid 8), tiles <= 188 deliver <= 100 pixels, so strides of 96: 22 tiles
+    # per 2048 pixels. 20 and 21 tiles both round up to a stride of 104 (a 192 tile);
+    # the search must go on to 22 instead of giving up.
+    plan = plan_tiles((2048, 2048), depth=3, padding="valid", max_tile=188)
+    assert plan.tile == (188, 188) and plan.stride == (96, 96) and plan.grid == (22, 22)
+    assert (plan.grid[0] - 1) * plan.stride[0] < 2048 <= plan.grid[0] * plan.stride[0]
+
+
 def test_plan_rejects_bad_arguments():
     with pytest.raises(ValueError, match="Nearest valid input sizes"):
         plan_tiles((500, 500), tile=301)

@@ -22,10 +22,12 @@ ROOT = Path(__file__).resolve().parent.parent
 # ------------------------------------------------------------------------------ config
 def test_default_config_tiles_crops_without_resizing():
     config = Config()
-    assert (config.tile_size, config.output_tile_size) == (284, 100)
+    assert (config.tile_size, config.output_tile_size) == (188, 100)  # depth 3
+    assert (Config(depth=4).tile_size, Config(depth=4).output_tile_size) == (284, 100)
     assert config.skip == "crop" and config.num_classes == 1
     same = Config(padding="same")
-    assert same.tile_size == same.output_tile_size == 112
+    assert same.tile_size == same.output_tile_size == 104  # a multiple of 2**3
+    assert Config(padding="same", depth=4).tile_size == 112
 
 
 def test_config_round_trip_and_unknown_keys(tmp_path):

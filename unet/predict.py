@@ -41,14 +41,17 @@ import numpy as np
 
 from .model import PADDINGS, input_size_for_output, output_size
 
-#: Largest tile side (input pixels) the automatic planner chooses. It bounds memory:
-#: activations grow with batch_size * tile**2 * filters (a 1212x1212 tile of a
-#: depth-4 model took about 28 MB per first-level filter in float32 on CPU, so
-#: ~1.8 GB at filters=64, ~0.45 GB at 16; times batch_size). 1280 is large enough
-#: that a 2048x2048 image is done with 2x2 tiles of 1212 (valid, depth 4; work
-#: ratio 1.40, also 1.40 at 4096x4096 with 4x4 tiles); at 1024 the best plan
-#: would be 3x3 tiles of 876 (work ratio 1.65). Lower it (or batch_size) on
-#: small GPUs.
+#: Largest tile side (input pixels) the automatic planner chooses. Measured on a
+#: 2-core CPU with the default spore model (depth 3, 16 filters, bf16;
+#: ``benchmarks/tiling.py``): the model's speed per input pixel hardly depends on the
+#: tile size, so the largest tiles are fastest, as they recompute the least context.
+#: For a 2048x2048 image, tiles of 1116 (2x2, work ratio 1.19) gave 4.3 output
+#: megapixels/s, 780 (3x3, 1.31) 3.9, 604 (4x4, 1.39) 3.6, 300 (10x10, 2.15) 2.5.
+#: Memory bounds it: activations grow with batch_size * tile**2 * filters (about 28 MB
+#: per first-level filter for a 1212 tile in float32), so a 4096x4096 image took a
+#: peak of 1.2 GB resident at batch size 1, 1.4 GB at 2 and 2.0 GB at 4 (4x4 tiles
+#: of 1116). A depth-4 model gets 1212 tiles (work ratio 1.40 at 2048 and 4096).
+#: Lower it (or ``batch_size``) on small GPUs.
 MAX_TILE = 1280
 
 TTA_MODES = ("flips", "d4")
@@ -233,7 +236,7 @@ def _axis_plan(length, depth, padding, context, tile, max_tile):
     for n in range(n_min, n_min + 64):
         stride = length if n == 1 else _round_up(math.ceil(length / n), grid)
         if n > 1 and (n - 1) * stride >= length:
-            break  # more tiles would not help
+            continue  # n - 1 tiles of this stride cover it; more tiles may shrink the stride
         size = _tile_for(stride, depth, padding, context)
         if size > max_tile:
             continue
@@ -404,7 +407,7 @@ def predict_tiled(
     model,
     image,
     tile=None,
-    batch_size=4,
+    batch_size=2,
     tta=False,
     progress=False,
     max_tile=MAX_TILE,
@@ -426,7 +429,9 @@ def predict_tiled(
         Tile input size for a model with ``None`` input size (default: chosen by
         :func:`plan_tiles`).
     batch_size : int
-        Tiles per model call.
+        Tiles per model call. 2 by default: measured on a CPU, larger batches only
+        help small tiles (4 tiles of 300 per call: 15 % faster than 1), not the large
+        tiles the planner chooses for big images, and they cost memory.
     tta : bool or {"flips", "d4"}
         Test-time augmentation: average the predictions of the flipped (and, for
         square tiles, rotated/transposed) tiles, each mapped back. ``True`` means
