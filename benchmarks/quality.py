@@ -11,7 +11,7 @@ test crops (pooled Dice over all pixels at the original size) and on the dish fi
 (pooled Dice, and the count error: mean over fields of |predicted - true| / true):
 
 * ``default``: the default spore model, ``unet.train.Config()`` (valid padding, crops
-  mirror-padded to its 284 tile, never resized; the package's augmentation).
+  mirror-padded to its 188 tile (depth 3), never resized; the package's augmentation).
 * ``paper``: the 31M-parameter model of the paper (``unet_model`` defaults: 64
   filters, depth 4, valid padding, the paper's cropped skips) adapted to 1 class and
   trained like the default one on 284 tiles covering the crops.
@@ -188,38 +188,13 @@ def predict_resized(model, image):
     return prob
 
 
-def otsu_mask(raw):
-    from skimage.filters import threshold_otsu
+def score(folder, method):
+    """Pooled Dice and mean count error of ``method`` on a folder (``unet.evaluate``)."""
+    from unet.evaluate import evaluate
 
-    from unet.baseline import to_gray
-
-    gray = to_gray(raw)
-    return gray < threshold_otsu(gray)
-
-
-def score(folder, method, threshold=0.5):
-    """Pooled Dice of a folder and the count error, for ``method(raw, normalised)``."""
-    import numpy as np
-
-    from unet.count import label_spores
-    from unet.data import find_pairs, normalize, read_image, read_mask, to_channels
-    from unet.evaluate import read_counts
-    from unet.metrics import confusion_counts, scores_from_counts
-
-    totals = np.zeros(4, np.int64)
-    truth_counts = read_counts(folder)
-    errors = []
     start = time.perf_counter()
-    for pair in find_pairs(folder):
-        raw = read_image(pair.image)
-        prediction = method(raw, normalize(to_channels(raw, 3)))
-        mask = prediction > threshold if prediction.dtype.kind == "f" else prediction
-        totals += np.asarray(confusion_counts(read_mask(pair.mask) > 0, mask), np.int64)
-        if pair.name in truth_counts:
-            true = truth_counts[pair.name]
-            errors.append(abs(int(label_spores(mask).max()) - true) / max(true, 1))
-    scores = scores_from_counts(*totals)
-    return {"dice": scores["dice"], "count_error": float(np.mean(errors)) if errors else None,
+    result = evaluate(method, folder)
+    return {"dice": result["dice"], "count_error": result.get("count_error"),
             "seconds": time.perf_counter() - start}
 
 
@@ -238,8 +213,7 @@ def main(argv=None):
     import keras
 
     from unet import data
-    from unet.baseline import baseline_mask
-    from unet.predict import predict_tiled
+    from unet.baseline import baseline_mask, otsu_mask
     from unet.train import Config, resolve_precision
 
     policy = resolve_precision(args.precision)
@@ -262,18 +236,19 @@ def main(argv=None):
             else:
                 cfg = config
             model, seconds, steps, best = train_tiled(cfg, samples, val, args.budget, policy)
-            method = lambda raw, image, m=model: predict_tiled(m, image)  # noqa: E731
+            method = model  # evaluate() normalises and predicts by overlap-tiles
         elif name == "resized":
             model, seconds, steps, best = train_resized(config, samples, val, args.budget,
                                                         policy)
-            method = lambda raw, image, m=model: predict_resized(m, image)  # noqa: E731
+            method = lambda raw, m=model: predict_resized(  # noqa: E731
+                m, data.normalize(data.to_channels(raw, config.channels)))
         if name in ("default", "paper", "resized") or variant:
             entry.update(params=model.count_params(), train_seconds=seconds, steps=steps,
                          epochs=steps * config.batch_size / len(samples), best_val_dice=best)
         if name == "baseline":
-            method = lambda raw, image: baseline_mask(raw)  # noqa: E731
+            method = baseline_mask
         elif name == "otsu":
-            method = lambda raw, image: otsu_mask(raw)  # noqa: E731
+            method = otsu_mask
         elif "params" not in entry:
             raise ValueError(f"Unknown method {name!r}; choose from {', '.join(METHODS)}.")
         entry["test"] = score(root / "test", method)

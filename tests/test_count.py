@@ -5,7 +5,9 @@ import pytest
 from scipy import ndimage as ndi
 from skimage.draw import disk, ellipse
 
-from unet.baseline import baseline_mask, estimate_background, flatten_background, to_gray
+from unet.baseline import (
+    baseline_mask, estimate_background, flatten_background, otsu_mask, to_gray,
+)
 from unet.count import (
     MIN_AREA,
     SPORE_COLUMNS,
@@ -158,10 +160,13 @@ def test_baseline_finds_dark_ellipses_under_uneven_illumination():
     assert segmentation_scores(truth, mask)["dice"] > 0.9
     assert count_spores(mask).count == n
     # Without flattening, one global threshold fails on this illumination.
-    from skimage.filters import threshold_otsu
-
-    naive = scene < threshold_otsu(scene)
+    naive = otsu_mask(scene)
     assert segmentation_scores(truth, naive)["dice"] < 0.7
+    # ... although it is fine under even light, dark or bright objects alike
+    even = np.where(truth, 0.4, 1.0)
+    assert np.array_equal(otsu_mask(even), truth)
+    assert np.array_equal(otsu_mask(np.dstack([1.4 - even] * 3), dark=False), truth)
+    assert not otsu_mask(np.ones((8, 8))).any()  # constant: nothing found
 
 
 def test_baseline_shape_filter_and_bright_objects():

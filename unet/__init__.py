@@ -100,6 +100,7 @@ _LAZY = {
     "touching_pairs": "count",
     # baseline.py: the classical method for contrast
     "baseline_mask": "baseline",
+    "otsu_mask": "baseline",
     "flatten_background": "baseline",
     "Augmentation": "data",
     "Pair": "data",

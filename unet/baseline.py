@@ -112,6 +112,27 @@ def _otsu_objects(flat, dark):
     return flat < t if dark else flat > t
 
 
+def otsu_mask(image, dark=True):
+    """The plainest method: one global Otsu threshold of the image's luminance.
+
+    What one tries before anything else, kept as the floor every other method must
+    beat (it fails on pale spores, halos, debris and uneven light).
+
+    Parameters
+    ----------
+    image : array_like
+        Gray ``(H, W)`` / ``(H, W, 1)``, RGB or RGBA, any dtype.
+    dark : bool
+        Objects darker than the background (brightfield spores).
+
+    Returns
+    -------
+    numpy.ndarray
+        bool ``(H, W)`` mask (all False for a constant image).
+    """
+    return _otsu_objects(to_gray(image), dark)
+
+
 def baseline_mask(
     image,
     size=BACKGROUND_SIZE,
