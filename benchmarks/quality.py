@@ -37,6 +37,7 @@ from pathlib import Path
 from common import ROOT, machine, table, write_result
 
 METHODS = ("default", "paper", "resized", "baseline", "otsu")
+DEFAULT_METHODS = ("default", "f16d4", "paper", "resized", "baseline", "otsu")
 RESIZED = 128  # the tutorial recipe's input size
 FIELD_TILE = 100  # field tiles for the resized recipe: the crops' scale
 
@@ -203,8 +204,9 @@ def main(argv=None):
     parser.add_argument("--data", default=str(ROOT / "data" / "spores"))
     parser.add_argument("--budget", type=float, default=240,
                         help="training seconds per model (240)")
-    parser.add_argument("--methods", default=",".join(METHODS),
-                        help=f"comma list of {', '.join(METHODS)} or fFdD (e.g. f16d3)")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                        help=f"comma list of {', '.join(METHODS)} or fFdD (e.g. f16d4: "
+                             f"the default at depth 4) ({','.join(DEFAULT_METHODS)})")
     parser.add_argument("--precision", default="auto", help="auto|fp32|bf16 (auto)")
     args = parser.parse_args(argv)
 

@@ -399,7 +399,8 @@ def shape_trace(input_size=572, depth=4, padding="valid", filters=64, in_channel
     -------
     list of TraceRow
         ``(stage, layer, size, channels)`` for the input, every convolution,
-        pooling, up-convolution, concatenation and the output.
+        pooling, up-convolution and concatenation; the last row is the final 3x3
+        convolution (the 1x1 head keeps its size and has ``num_classes`` channels).
 
     Raises
     ------
