@@ -141,6 +141,14 @@ def _train(args):
 
 
 # ---------------------------------------------------------------------------- evaluate
+def _add_model_options(p):
+    """--model, --threshold and --tta: what evaluate and predict share."""
+    p.add_argument("--model", required=True, type=Path, metavar="RUN_OR_FILE",
+                   help="run directory or .keras file")
+    p.add_argument("--threshold", type=float, help="foreground threshold (default: the run's)")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation")
+
+
 def _add_evaluate(sub):
     p = sub.add_parser(
         "evaluate",
@@ -149,12 +157,9 @@ def _add_evaluate(sub):
         "(each predicted at its original size), and spore counts where the folder has "
         "labels/ or counts.csv.",
     )
-    p.add_argument("--model", required=True, type=Path, metavar="RUN_OR_FILE",
-                   help="run directory or .keras file")
+    _add_model_options(p)
     p.add_argument("--data", required=True, type=Path, metavar="DIR",
                    help="data folder with images/ and masks/")
-    p.add_argument("--threshold", type=float, help="foreground threshold (default: the run's)")
-    p.add_argument("--tta", action="store_true", help="test-time augmentation")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_evaluate)
 
@@ -197,12 +202,9 @@ def _add_predict(sub):
         "split touching spores and measure each one. Writes OUT/NAME_mask.png, "
         "OUT/NAME_overlay.png, OUT/spores.csv and OUT/summary.csv.",
     )
-    p.add_argument("--model", required=True, type=Path, metavar="RUN_OR_FILE",
-                   help="run directory or .keras file")
+    _add_model_options(p)
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders")
     p.add_argument("--out", required=True, type=Path, metavar="OUT", help="output folder")
-    p.add_argument("--threshold", type=float, help="foreground threshold (default: the run's)")
-    p.add_argument("--tta", action="store_true", help="test-time augmentation")
     p.add_argument("--min-area", type=int, help="smallest spore area in pixels")
     p.add_argument("--overwrite", action="store_true", help="replace files already in OUT")
     p.set_defaults(func=_predict)

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._quiet import quiet_retracing
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 _TIFF = (".tif", ".tiff")
 _JPEG = (".jpg", ".jpeg")
@@ -1132,16 +1134,17 @@ def _augment_numpy(augment, image, mask, weight, tile, out, rng):
     image, mask, weight, _, _ = _prepare(image, mask, weight, tile, out)
     h, w, _ = image.shape
     seed = np.random.default_rng(rng).integers(0, 2**63 - 1)
-    image_tile, mask_out, weight_out = _augment_tensors(
-        augment,
-        *(tf.constant(b) for b in _crop_buffers(image, mask, weight, out)),
-        tf.constant(h),
-        tf.constant(w),
-        tf.constant(_is_gray(image)),
-        tf.constant(seed, tf.int64),
-        tile,
-        out,
-    )
+    with quiet_retracing():  # each augmentation setting compiles its own resampler
+        image_tile, mask_out, weight_out = _augment_tensors(
+            augment,
+            *(tf.constant(b) for b in _crop_buffers(image, mask, weight, out)),
+            tf.constant(h),
+            tf.constant(w),
+            tf.constant(_is_gray(image)),
+            tf.constant(seed, tf.int64),
+            tile,
+            out,
+        )
     return image_tile.numpy(), mask_out.numpy()[..., 0], weight_out.numpy()[..., 0]
 
 

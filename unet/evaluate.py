@@ -9,13 +9,13 @@ prediction and compared with the true counts.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ._quiet import quiet_retracing
 
 
 def read_counts(folder):
@@ -110,7 +110,7 @@ def iter_predictions(model, data_dir, tta=False, progress=False, limit=None):
             return normalize(to_channels(raw, channels))
 
         def predict(image):
-            with _quiet_retracing():
+            with quiet_retracing():
                 return predict_tiled(model, image, tta=tta)
 
     elif callable(model):
@@ -135,23 +135,6 @@ def iter_predictions(model, data_dir, tta=False, progress=False, limit=None):
                 f"{truth.shape}; predictions must keep the image size."
             )
         yield Prediction(pair.name, image, truth, prob, labels)
-
-
-@contextlib.contextmanager
-def _quiet_retracing():
-    """Hide TensorFlow's "triggered tf.function retracing" warnings.
-
-    Images of different sizes get tiles of different shapes, and each new shape
-    traces Keras' predict function again. TensorFlow then warns that tracing is
-    expensive; here it is expected (a few shapes, each traced once) and harmless.
-    """
-    logger = logging.getLogger("tensorflow")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def evaluate(model, data_dir, threshold=0.5, tta=False, count=True, progress=False,
