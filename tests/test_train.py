@@ -123,6 +123,10 @@ def test_a_short_run_learns_and_writes_its_files(trained_run):
     assert len(dice) == result["epochs"] >= 4
     # Validation Dice rises well above where it started.
     assert dice.max() >= 0.6 and dice.max() >= dice[0] + 0.3, dice
+    # every epoch's wall-clock time is in the history, and together they are the run
+    seconds = result["history"]["seconds"]
+    assert len(seconds) == len(dice) and np.all(seconds > 0)
+    assert seconds.sum() <= result["seconds"] + 1e-6
 
 
 def test_the_checkpoint_is_the_best_epoch(trained_run, sample_dir):

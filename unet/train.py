@@ -4,7 +4,7 @@ A run directory holds everything a training run produced::
 
     RUN/model.keras    the best model (highest validation Dice)
     RUN/config.json    the Config it was trained with
-    RUN/history.csv    one row per epoch (loss and metrics, train and validation)
+    RUN/history.csv    one row per epoch (loss and metrics, train and validation, seconds)
     RUN/curves.png     loss and Dice curves, train vs validation
     RUN/logs/          TensorBoard logs
     RUN/backup/        only while a run is unfinished: the state it resumes from
@@ -342,6 +342,17 @@ def read_history(path):
     return {k: np.array([float(r[k]) for r in ordered]) for k in keys}
 
 
+class _EpochTimer(keras.callbacks.Callback):
+    """Adds ``seconds`` (wall-clock time of the epoch, validation included) to the logs."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["seconds"] = time.perf_counter() - self._start
+
+
 class _StopOnNaN(keras.callbacks.TerminateOnNaN):
     """TerminateOnNaN that remembers it fired, so train() can say so clearly."""
 
@@ -439,6 +450,7 @@ def train(
     best = read_history(history_path).get("val_dice")
     nan_guard = _StopOnNaN()
     callbacks = [
+        _EpochTimer(),  # first, so that the history and TensorBoard get the epoch's time
         nan_guard,
         keras.callbacks.ModelCheckpoint(
             out_dir / "model.keras", monitor="val_dice", mode="max", save_best_only=True,
