@@ -43,10 +43,12 @@ from .model import PADDINGS, input_size_for_output, output_size
 
 #: Largest tile side (input pixels) the automatic planner chooses. Measured on a
 #: 2-core CPU with the default spore model (depth 3, 16 filters, bf16;
-#: ``benchmarks/tiling.py``): the model's speed per input pixel hardly depends on the
-#: tile size, so the largest tiles are fastest, as they recompute the least context.
-#: For a 2048x2048 image, tiles of 1116 (2x2, work ratio 1.19) gave 4.3 output
-#: megapixels/s, 780 (3x3, 1.31) 3.9, 604 (4x4, 1.39) 3.6, 300 (10x10, 2.15) 2.5.
+#: ``benchmarks/tiling.py``, table in ``benchmarks/README.md``): the model's speed per
+#: input pixel hardly depends on the tile size, so large tiles, which recompute the
+#: least context, are fastest. For a 2048x2048 image, tiles of 196 px (20x20, work
+#: ratio 3.66) gave 1.1-1.8 output megapixels/s, 300 (2.15) 2.1-2.9, and every size
+#: from 604 (1.39) to 1116 (2x2, 1.19) 3.3-4.4 in two runs, within the noise of one
+#: another.
 #: Memory bounds it: activations grow with batch_size * tile**2 * filters (about 28 MB
 #: per first-level filter for a 1212 tile in float32), so a 4096x4096 image took a
 #: peak of 1.2 GB resident at batch size 1, 1.4 GB at 2 and 2.0 GB at 4 (4x4 tiles

@@ -51,17 +51,17 @@ class Config:
         Passed to :func:`unet.unet_model`. ``depth=3`` (not the paper's 4) is the
         default here: every output pixel still sees 44 pixels of context on each side,
         more than the largest spore (30 px), and a 100-pixel crop needs a 188 input
-        tile instead of 284, so a training step costs 2.3x fewer FLOPs. Measured on the
-        spore data after 12 epochs, 16 filters at depth 3 and at depth 4 reach the same
-        test Dice (0.989) and field count error (2.2 %) in half the time; 8 filters at
-        depth 4 lose 0.004 Dice (``benchmarks/README.md``). Use depth 4 for objects
-        larger than about 40 pixels. ``skip="crop"`` (the paper's) is the default
-        here, unlike ``unet_model``'s documented ``"resize"``: with valid padding a
-        resized skip is stretched by a ratio that depends on the input size (0.71 at
-        the deepest level of a 284 tile, 0.94 for a 1212 tile, at depth 4), so a model
-        trained on small tiles would compute a different function on the large tiles
-        prediction uses; a cropped skip does not depend on the tile, so tiled
-        prediction equals one pass over the whole image.
+        tile instead of 284, so a training step costs 2.3x fewer FLOPs. Trained for the
+        same 240 s on the spore data, 16 filters at depth 3 reached test Dice 0.988 and
+        field count error 2.2 %, at depth 4 0.984 and 2.5 % (``benchmarks/README.md``,
+        quality table). Use depth 4 for objects larger than about 40 pixels.
+        ``skip="crop"`` (the paper's) is the default here, unlike ``unet_model``'s
+        documented ``"resize"``: with valid padding a resized skip is stretched by a
+        ratio that depends on the input size (0.71 at the deepest level of a 284 tile,
+        0.94 for a 1212 tile, at depth 4), so a model trained on small tiles would
+        compute a different function on the large tiles prediction uses; a cropped
+        skip does not depend on the tile, so tiled prediction equals one pass over
+        the whole image.
     crop_size : int
         Largest training crop (pixels). The training tile is the smallest valid input
         whose output covers it (188 -> 100 for valid padding at depth 3, 284 -> 100 at
