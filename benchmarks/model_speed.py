@@ -10,7 +10,9 @@ GFLOP/s they achieve, with the FLOPs counted from the layers
 (:func:`unet.count_flops`; a train step = 3 forward passes). Beside them, an
 n x n matmul's GFLOP/s in the same precision, measured in the same run: the ratio
 achieved / matmul says how close the convolutions run to the machine's dense limit.
-bf16 on a CPU needs AVX512_BF16 or AMX to be fast; fp16 is for GPUs only.
+bf16 on a CPU needs AVX512_BF16 or AMX to be fast; fp16 is for GPUs only. Last, the
+spore train step with and without XLA (``jit_compile=True``), which ``train`` leaves off
+where it is slower.
 
 Writes benchmarks/results/model_speed.json.
 """
@@ -25,7 +27,7 @@ POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"
 MATMUL_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
-def build(name, policy, paper_batch):
+def build(name, policy, paper_batch, jit=False):
     """(model, tile, batch, loss, classes) for 'spore' or 'paper' under a dtype policy."""
     import keras
 
@@ -42,18 +44,18 @@ def build(name, policy, paper_batch):
     else:
         model = unet_model()  # (572, 572, 3) -> (388, 388, 2)
         loss, batch, tile, classes = "categorical_crossentropy", paper_batch, 572, 2
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, jit_compile=jit)
     keras.mixed_precision.set_global_policy("float32")
     return model, tile, batch, classes
 
 
-def measure(name, precision, repeats, paper_batch, batch=None):
+def measure(name, precision, repeats, paper_batch, batch=None, jit=False):
     import numpy as np
     import tensorflow as tf
 
     from unet import count_flops
 
-    model, tile, default_batch, classes = build(name, POLICIES[precision], paper_batch)
+    model, tile, default_batch, classes = build(name, POLICIES[precision], paper_batch, jit)
     batch = batch or default_batch
     out = model.compute_output_shape((batch, tile, tile, 3))[1]
     rng = np.random.default_rng(0)
@@ -87,6 +89,8 @@ def main(argv=None):
     parser.add_argument("--matmul", type=int, default=2048, help="matmul size n (2048)")
     parser.add_argument("--spore-batches", default="4,8,16",
                         help="batch sizes for the spore model's train-step sweep (4,8,16)")
+    parser.add_argument("--no-xla", action="store_true",
+                        help="skip the spore train step compiled with XLA (jit_compile=True)")
     args = parser.parse_args(argv)
     import keras
 
@@ -133,6 +137,23 @@ def main(argv=None):
         print("spore model train step, images/s by batch size:")
         print(table([(r["batch"], r["precision"], fmt(r["train_images_per_s"], 1))
                      for r in sweep], ("batch", "precision", "train img/s")))
+    if not args.no_xla:
+        xla = []
+        for precision in precisions:
+            plain = measure("spore", precision, args.repeats, args.paper_batch)
+            keras.backend.clear_session()
+            compiled = measure("spore", precision, args.repeats, args.paper_batch, jit=True)
+            keras.backend.clear_session()
+            xla.append({"precision": precision,
+                        "default_images_per_s": plain["train_images_per_s"],
+                        "xla_images_per_s": compiled["train_images_per_s"],
+                        "ratio": compiled["train_images_per_s"]["median"]
+                        / plain["train_images_per_s"]["median"]})
+        result["spore_xla"] = xla
+        print("spore model train step, Keras default vs XLA (jit_compile=True), images/s:")
+        print(table([(r["precision"], fmt(r["default_images_per_s"], 1),
+                      fmt(r["xla_images_per_s"], 1), f"{r['ratio']:.2f}") for r in xla],
+                    ("precision", "default", "XLA", "XLA / default")))
     if "fp32" in precisions and "bf16" in precisions:
         for name in args.models.split(","):
             by = {r["precision"]: r for r in result["rows"] if r["model"] == name}
