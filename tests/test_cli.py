@@ -2,12 +2,10 @@
 
 import csv
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from unet.cli import main
