@@ -80,14 +80,22 @@ def best_weights():
     return BestWeights()
 
 
-def compiled(model, config):
+def compiled(build, config, policy):
+    """``build()`` and compile it (loss, optimiser, metrics of ``config``) under a dtype
+    policy, seeded like ``unet.train.train``; the global policy is restored after."""
     import keras
 
     from unet import losses, metrics
 
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                  loss=losses.get_loss(config.loss),
-                  weighted_metrics=metrics.segmentation_metrics(config.threshold))
+    keras.utils.set_random_seed(config.seed)
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = build()
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                      loss=losses.get_loss(config.loss),
+                      weighted_metrics=metrics.segmentation_metrics(config.threshold))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     return model
 
 
@@ -104,14 +112,9 @@ def fit(model, dataset, validation, budget):
 
 def train_tiled(config, samples, val, budget, policy):
     """The default or the paper model, on the package's mirror-padded tiles."""
-    import keras
-
     from unet import data
 
-    keras.utils.set_random_seed(config.seed)
-    keras.mixed_precision.set_global_policy(policy)
-    model = compiled(config.build_model(), config)
-    keras.mixed_precision.set_global_policy("float32")
+    model = compiled(config.build_model, config, policy)
     common = dict(tile=config.tile_size, out=config.output_tile_size,
                   batch_size=config.batch_size)
     dataset = data.make_dataset(samples, augment=True, seed=config.seed, repeat=True, **common)
@@ -136,7 +139,6 @@ def resized_arrays(samples):
 
 def train_resized(config, samples, val, budget, policy):
     """The tutorial recipe: same padding, BatchNorm, crops resized to 128 x 128."""
-    import keras
     import tensorflow as tf
 
     from unet import unet_model
@@ -157,12 +159,9 @@ def train_resized(config, samples, val, budget, policy):
     dataset = (tf.data.Dataset.zip((dataset, seeds))
                .map(lambda pair, s: augment(*pair, s), num_parallel_calls=tf.data.AUTOTUNE)
                .batch(config.batch_size).prefetch(tf.data.AUTOTUNE))
-    keras.utils.set_random_seed(config.seed)
-    keras.mixed_precision.set_global_policy(policy)
-    model = unet_model((None, None, config.channels), num_classes=1, filters=16, depth=4,
-                       padding="same", batch_norm=True)
-    model = compiled(model, config)
-    keras.mixed_precision.set_global_policy("float32")
+    model = compiled(lambda: unet_model((None, None, config.channels), num_classes=1,
+                                        filters=16, depth=4, padding="same", batch_norm=True),
+                     config, policy)
     validation = tf.data.Dataset.from_tensor_slices(resized_arrays(val)).batch(config.batch_size)
     return (model, *fit(model, dataset, validation, budget))
 
