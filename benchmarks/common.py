@@ -96,7 +96,7 @@ def matmul_gflops(dtype="float32", n=2048, repeats=5):
     """
     import tensorflow as tf
 
-    from unet._quiet import quiet_retracing
+    from unet._tf import quiet_retracing
 
     a = tf.cast(tf.random.stateless_normal((n, n), (1, 2)), dtype)
     b = tf.cast(tf.random.stateless_normal((n, n), (3, 4)), dtype)

@@ -19,14 +19,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import unet  # noqa: E402  (first: quiet TensorFlow start-up)
+import unet  # noqa: E402,F401  (first: quiet TensorFlow start-up)
 from unet import plot  # noqa: E402
 from unet.baseline import baseline_mask  # noqa: E402
 from unet.count import count_spores  # noqa: E402
-from unet.data import load_image, read_image, read_mask  # noqa: E402
-from unet.evaluate import evaluate, read_counts  # noqa: E402
+from unet.data import load_image  # noqa: E402
+from unet.io import read_counts, read_image, read_mask  # noqa: E402
+from unet.evaluate import evaluate  # noqa: E402
 from unet.predict import predict_tiled  # noqa: E402
-from unet.train import load_run, read_history  # noqa: E402
+from unet.run import load_run, read_history  # noqa: E402
 
 STRIP_ROWS = 6  # test crops shown: the worst half and the best half by Dice
 

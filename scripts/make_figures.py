@@ -35,7 +35,7 @@ class Skip(Exception):
 
 
 def _model():
-    from unet.train import load_run
+    from unet.run import load_run
 
     if not (RUN / "model.keras").exists():
         raise Skip(f"no trained model in {RUN}; run `make demo` first")
@@ -71,8 +71,8 @@ def test_predictions(worst=3, typical=3):
 def field_counts(index=0):
     """A whole dish field with every counted spore outlined, and a zoom."""
     from unet.count import count_spores
-    from unet.data import load_image, read_image
-    from unet.evaluate import read_counts
+    from unet.data import load_image
+    from unet.io import read_counts, read_image
     from unet.predict import predict_tiled
 
     model, config = _model()

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from unet.cli import main
@@ -135,5 +136,55 @@ def test_train_user_errors(capsys, tmp_path, sample_dir):
     assert_user_error(capsys, ["train", "--data", sample_dir, "--out", tmp_path / "r",
                                "--config", tmp_path / "c.json"], "Unknown config key")
     assert_user_error(capsys, ["train", "--data", sample_dir, "--out", tmp_path / "r",
-                               "--epochs", "0"], "epochs must be a positive integer")
+                               "--epochs", "0"], "--epochs must be a positive integer")
     assert not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------------------------ the error boundary
+def test_library_messages_are_translated_into_flags():
+    from unet.errors import translate
+
+    message = ("`out_dir` holds results; choose another `out_dir` or pass `overwrite=True`; "
+               "`strategy='tpu'` needs one, `learning_rate` stays")
+    assert translate(message, {"out_dir": "--out", "overwrite": "--overwrite",
+                               "strategy": "--strategy"}) == (
+        "--out holds results; choose another --out or pass --overwrite; --strategy tpu needs "
+        "one, `learning_rate` stays")
+
+
+@pytest.mark.parametrize("raised, code", [
+    (RuntimeError("boom"), 1),
+    (ValueError("a Keras bug, not the user's"), 1),
+    (KeyError("x"), 1),
+])
+def test_unexpected_errors_exit_1_with_one_line(capsys, monkeypatch, tmp_path, raised, code):
+    import unet.spores
+
+    def broken(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(unet.spores, "generate_dataset", broken)
+    monkeypatch.delenv("UNET_DEBUG", raising=False)
+    assert main(["generate-data", str(tmp_path / "d")]) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: unexpected ") and "--debug" in err[0]
+    with pytest.raises(type(raised)):  # --debug shows the real traceback
+        main(["--debug", "generate-data", str(tmp_path / "d")])
+
+
+def test_user_errors_of_the_library_exit_2(capsys, monkeypatch, tmp_path):
+    import unet.spores
+    from unet.errors import NaNLossError, UsageError
+
+    for error in (UsageError("`seed` must be whole, pass `overwrite=True`"),
+                  NaNLossError("the loss became NaN; lower the learning rate"),
+                  PermissionError("Cannot write to /x")):
+        monkeypatch.setattr(unet.spores, "generate_dataset",
+                            lambda *a, error=error, **k: (_ for _ in ()).throw(error))
+        assert main(["generate-data", str(tmp_path / "d")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0]
+    monkeypatch.setattr(unet.spores, "generate_dataset",
+                        lambda *a, **k: (_ for _ in ()).throw(UsageError("pass `overwrite=True`")))
+    main(["generate-data", str(tmp_path / "d")])
+    assert "pass --overwrite" in capsys.readouterr().err

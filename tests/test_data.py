@@ -44,7 +44,7 @@ def make_folder(root, n=3, size=(40, 50), labels=False):
 
 def only(**switches):
     """An augmentation with only the given parts switched on."""
-    return D.Augmentation(**{**vars(D.Augmentation.none()), **switches})
+    return unet.Augmentation(**{**vars(unet.Augmentation.none()), **switches})
 
 
 # --------------------------------------------------------------------------------------
@@ -53,7 +53,7 @@ def only(**switches):
 def test_16bit_tiff_keeps_its_values(tmp_path):
     image = (np.arange(12 * 10).reshape(12, 10) * 500).astype(np.uint16)
     tifffile.imwrite(tmp_path / "a.tif", image)
-    read = D.read_image(tmp_path / "a.tif")
+    read = unet.read_image(tmp_path / "a.tif")
     assert read.dtype == np.uint16 and np.array_equal(read, image)
     loaded = D.load_image(tmp_path / "a.tif", channels=3)
     assert loaded.shape == (12, 10, 3) and loaded.dtype == np.float32
@@ -64,20 +64,20 @@ def test_16bit_tiff_keeps_its_values(tmp_path):
 def test_channels_first_tiff_and_stacks(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 4000, (3, 8, 9), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "planar.tif", rgb, photometric="rgb", planarconfig="separate")
-    assert np.array_equal(D.read_image(tmp_path / "planar.tif"), np.moveaxis(rgb, 0, -1))
+    assert np.array_equal(unet.read_image(tmp_path / "planar.tif"), np.moveaxis(rgb, 0, -1))
     tifffile.imwrite(tmp_path / "stack.tif", np.zeros((5, 8, 9), np.uint16))
     with pytest.raises(ValueError, match="stack.tif"):
-        D.read_image(tmp_path / "stack.tif")
+        unet.read_image(tmp_path / "stack.tif")
 
 
 def test_16bit_png_and_gray_png(tmp_path):
     image16 = (np.arange(30).reshape(5, 6) * 2000).astype(np.uint16)
     save_png(tmp_path / "g16.png", image16)
-    read = D.read_image(tmp_path / "g16.png")
+    read = unet.read_image(tmp_path / "g16.png")
     assert read.dtype == np.uint16 and np.array_equal(read, image16)
     gray = np.arange(30, dtype=np.uint8).reshape(5, 6)
     save_png(tmp_path / "g8.png", gray)
-    three = D.to_channels(D.read_image(tmp_path / "g8.png"), 3)
+    three = unet.to_channels(unet.read_image(tmp_path / "g8.png"), 3)
     assert three.shape == (5, 6, 3) and all(np.array_equal(three[..., c], gray) for c in range(3))
 
 
@@ -85,15 +85,15 @@ def test_rgba_png_to_rgb_and_gray(tmp_path):
     rgba = np.zeros((4, 5, 4), np.uint8)
     rgba[..., 0], rgba[..., 1], rgba[..., 2], rgba[..., 3] = 200, 100, 50, 7
     save_png(tmp_path / "a.png", rgba)
-    read = D.read_image(tmp_path / "a.png")
+    read = unet.read_image(tmp_path / "a.png")
     assert read.shape == (4, 5, 4)
-    rgb = D.to_channels(read, 3)
+    rgb = unet.to_channels(read, 3)
     assert rgb.shape == (4, 5, 3) and np.array_equal(rgb, rgba[..., :3])
-    gray = D.to_channels(read, 1)
+    gray = unet.to_channels(read, 1)
     assert gray.shape == (4, 5, 1)
     np.testing.assert_allclose(gray, 0.299 * 200 + 0.587 * 100 + 0.114 * 50, rtol=1e-6)
     with pytest.raises(ValueError, match="channels"):
-        D.to_channels(rgb, 2)
+        unet.to_channels(rgb, 2)
 
 
 def test_jpeg_rgb(tmp_path):
@@ -101,7 +101,7 @@ def test_jpeg_rgb(tmp_path):
     rgb[:, :8] = (250, 10, 10)
     rgb[:, 8:] = (10, 10, 250)
     Image.fromarray(rgb).save(tmp_path / "a.jpg", quality=95)
-    read = D.read_image(tmp_path / "a.jpg")
+    read = unet.read_image(tmp_path / "a.jpg")
     assert read.shape == (16, 16, 3) and read.dtype == np.uint8
     assert read[8, 2, 0] > 200 and read[8, 2, 2] < 50 and read[8, 13, 2] > 200
 
@@ -123,7 +123,7 @@ def test_masks_are_binary_whatever_the_encoding(tmp_path):
     tifffile.imwrite(tmp_path / "mtif.tif", expected.astype(bool))
     names = ("m01.png", "m255.png", "mlab.png", "mrgb.png", "mrgba.png", "mpal.png", "mtif.tif")
     for name in names:
-        mask = D.read_mask(tmp_path / name)
+        mask = unet.read_mask(tmp_path / name)
         assert mask.dtype == np.uint8, name
         assert np.array_equal(mask, expected), name
 
@@ -131,13 +131,13 @@ def test_masks_are_binary_whatever_the_encoding(tmp_path):
 def test_label_images(tmp_path):
     lab = disks_mask((20, 30)) * 300
     save_png(tmp_path / "l.png", lab.astype(np.uint16))
-    read = D.read_labels(tmp_path / "l.png")
+    read = unet.read_labels(tmp_path / "l.png")
     assert read.dtype == np.int32 and np.array_equal(read, lab)
     colours = np.zeros((20, 30, 3), np.uint8)
     colours[lab == 300] = (255, 0, 0)
     colours[lab == 600] = (0, 0, 255)
     save_png(tmp_path / "c.png", colours)
-    read = D.read_labels(tmp_path / "c.png")
+    read = unet.read_labels(tmp_path / "c.png")
     assert read[lab == 0].max() == 0
     assert len(np.unique(read[lab == 300])) == 1 and len(np.unique(read[lab == 600])) == 1
     assert sorted(np.unique(read)) == [0, 1, 2]
@@ -163,27 +163,27 @@ def test_normalize_16bit_percentiles():
     image = np.full(1000, 1000, np.uint16)
     image[500:] = 50000
     image[-1] = 65535  # one outlier above the 99.8th percentile
-    out = D.normalize(image.reshape(25, 40))
+    out = unet.normalize(image.reshape(25, 40))
     assert out.dtype == np.float32
     assert np.allclose(out.ravel()[:500], 0.0) and np.allclose(out.ravel()[500:-1], 1.0)
     assert out.ravel()[-1] == pytest.approx((65535 - 1000) / 49000)  # not clipped
-    assert D.normalize(image, clip=True).max() == 1.0
+    assert unet.normalize(image, clip=True).max() == 1.0
 
 
 def test_normalize_constant_and_nearly_constant():
     const = np.full((10, 10, 3), 1234, np.uint16)
-    out = D.normalize(const)
+    out = unet.normalize(const)
     assert np.all(np.isfinite(out)) and np.all(out == 0)
     almost = np.full((50, 50), 100.0)
     almost[3, 4] = 200.0  # the percentiles coincide; min and max are used instead
-    out = D.normalize(almost)
+    out = unet.normalize(almost)
     assert out[3, 4] == 1.0 and out.sum() == 1.0
 
 
 def test_normalize_over_all_channels():
     rgb = np.zeros((10, 10, 3), np.float32)
     rgb[..., 1] = 10.0  # the red and blue stay at the low end, green at the high end
-    out = D.normalize(rgb, 0, 100)
+    out = unet.normalize(rgb, 0, 100)
     assert np.all(out[..., 0] == 0) and np.all(out[..., 1] == 1)
 
 
@@ -191,11 +191,11 @@ def test_normalize_over_all_channels():
 # Tiles
 # --------------------------------------------------------------------------------------
 def test_tile_size_for():
-    assert D.tile_size_for(100) == (284, 100)
-    assert D.tile_size_for(90) == (284, 100)  # 268 -> 84 is too small
-    assert D.tile_size_for(101) == (300, 116)
-    assert D.tile_size_for(100, padding="same") == (112, 112)
-    assert D.tile_size_for(64, depth=2) == (104, 64)  # valid depth 2: output = input - 40
+    assert unet.tile_size_for(100) == (284, 100)
+    assert unet.tile_size_for(90) == (284, 100)  # 268 -> 84 is too small
+    assert unet.tile_size_for(101) == (300, 116)
+    assert unet.tile_size_for(100, padding="same") == (112, 112)
+    assert unet.tile_size_for(64, depth=2) == (104, 64)  # valid depth 2: output = input - 40
 
 
 def test_pad_to_tile_valid_geometry():
@@ -293,7 +293,7 @@ GEOMETRY = {
     "rotate90": only(rotate90=True),
     "rotation": only(rotation=45.0),
     "elastic": only(elastic=True),
-    "all": D.Augmentation(brightness=0, contrast=0, gamma=0, noise=0),
+    "all": unet.Augmentation(brightness=0, contrast=0, gamma=0, noise=0),
 }
 
 
@@ -345,10 +345,10 @@ def test_warp_path_uses_the_same_flips_and_turns_as_the_array_path():
 def test_gray_images_stay_gray_and_colour_stays_colour():
     p = pattern()
     gray = np.repeat(p[..., None], 3, axis=-1)
-    tile, _, _ = D.make_tile(gray, p, None, 284, 100, D.Augmentation(), 3)
+    tile, _, _ = D.make_tile(gray, p, None, 284, 100, unet.Augmentation(), 3)
     assert np.array_equal(tile[..., 0], tile[..., 2])  # the same noise in every channel
     colour = np.dstack([p, p, 1 - p])
-    tile, _, _ = D.make_tile(colour, p, None, 284, 100, D.Augmentation(), 3)
+    tile, _, _ = D.make_tile(colour, p, None, 284, 100, unet.Augmentation(), 3)
     assert not np.array_equal(tile[..., 0], tile[..., 1])  # independent noise
 
 
@@ -386,7 +386,7 @@ def test_warped_edges_keep_the_mask_wherever_the_weight_does():
 def test_intensity_changes_only_the_image_and_seed_is_reproducible():
     p = pattern()
     image = p[..., None]
-    aug = D.Augmentation(flip=False, rotate90=False, rotation=0, elastic=False)
+    aug = unet.Augmentation(flip=False, rotate90=False, rotation=0, elastic=False)
     t1, m1, w1 = D.make_tile(image, p, None, 284, 100, aug, 7)
     t2, m2, w2 = D.make_tile(image, p, None, 284, 100, aug, 7)
     t3, _, _ = D.make_tile(image, p, None, 284, 100, aug, 8)
@@ -396,22 +396,23 @@ def test_intensity_changes_only_the_image_and_seed_is_reproducible():
     # switched off, augmentation is exactly the mirror padding, even far beyond small crops
     for crop in (image, image[10:40, 20:45]):
         plain = D.pad_to_tile(crop, crop[..., 0], None, 284, 100)
-        none = D.make_tile(crop, crop[..., 0], None, 284, 100, D.Augmentation.none(), 0)
+        none = D.make_tile(crop, crop[..., 0], None, 284, 100, unet.Augmentation.none(), 0)
         for a, b in zip(none, plain):
             assert a.shape == b.shape and np.array_equal(a, b)
 
 
 def test_mirror_folds_like_numpy_reflect_at_any_distance():
+    from unet.augment import _mirror
     from unet.predict import mirror_indices
 
     positions = np.arange(-700, 700)
     for length in (1, 2, 3, 7, 100):
-        folded = D._mirror(tf.constant(positions, tf.float32), tf.constant(length)).numpy()
+        folded = _mirror(tf.constant(positions, tf.float32), tf.constant(length)).numpy()
         assert np.array_equal(folded, mirror_indices(positions, length)), length
         padded = np.pad(np.arange(length), 5 * length, mode="reflect")  # numpy's own
         assert np.array_equal(padded, mirror_indices(np.arange(-5 * length, 6 * length), length))
     # between whole positions mirroring is linear: bilinear weights carry over
-    assert D._mirror(tf.constant([-0.25, 9.5]), tf.constant(10)).numpy() == pytest.approx([0.25, 8.5])
+    assert _mirror(tf.constant([-0.25, 9.5]), tf.constant(10)).numpy() == pytest.approx([0.25, 8.5])
 
 
 def test_noise_is_gaussian_with_its_own_spread_per_tile():
@@ -435,7 +436,7 @@ def test_noise_is_gaussian_with_its_own_spread_per_tile():
 
 def test_augmentation_rejects_negative_values():
     with pytest.raises(ValueError, match="rotation"):
-        D.Augmentation(rotation=-1)
+        unet.Augmentation(rotation=-1)
 
 
 # --------------------------------------------------------------------------------------
@@ -519,7 +520,7 @@ def test_dataset_border_weights_and_repeat():
 
 
 def test_dataset_feeds_keras_fit():
-    tile, out = D.tile_size_for(40, depth=2)
+    tile, out = unet.tile_size_for(40, depth=2)
     samples = toy_samples(4, size=(30, 40))
     ds = D.make_dataset(samples, tile, out, batch_size=2, augment=True)
     model = unet.unet_model((None, None, 3), num_classes=1, filters=2, depth=2)
@@ -566,19 +567,19 @@ def test_unmatched_names(tmp_path):
     for i in range(7):
         save_png(tmp_path / "images" / f"extra{i}.png", np.zeros((5, 5), np.uint8))
     with pytest.raises(ValueError, match=r"7 image\(s\).*extra0.png|extra0.*and 2 more"):
-        D.find_pairs(tmp_path)
+        unet.find_pairs(tmp_path)
     for i in range(7):
         (tmp_path / "images" / f"extra{i}.png").unlink()
     save_png(tmp_path / "masks" / "orphan.png", np.zeros((5, 5), np.uint8))
     with pytest.raises(ValueError, match="orphan"):
-        D.find_pairs(tmp_path)
+        unet.find_pairs(tmp_path)
 
 
 def test_duplicate_stems(tmp_path):
     make_folder(tmp_path, n=2)
     tifffile.imwrite(tmp_path / "images" / "s0.tif", np.zeros((5, 5), np.uint8))
     with pytest.raises(ValueError, match="s0.png and s0.tif|s0.tif and s0.png"):
-        D.find_pairs(tmp_path)
+        unet.find_pairs(tmp_path)
 
 
 def test_mask_of_another_size(tmp_path):
@@ -592,7 +593,7 @@ def test_labels_must_match(tmp_path):
     make_folder(tmp_path, n=2, labels=True)
     (tmp_path / "labels" / "s1.png").unlink()
     with pytest.raises(ValueError, match="labels.*s1|s1.*labels"):
-        D.find_pairs(tmp_path)
+        unet.find_pairs(tmp_path)
     save_png(tmp_path / "labels" / "s1.png", np.zeros((3, 3), np.uint16))
     with pytest.raises(ValueError, match="s1.png is 3x3"):
         D.load_folder(tmp_path)
@@ -606,9 +607,9 @@ def test_corrupt_files(tmp_path):
     good = (tmp_path / "masks" / "s0.png").read_bytes()
     (tmp_path / "masks" / "s0.png").write_bytes(good[: len(good) // 2])  # truncated
     with pytest.raises(ValueError, match=r"s0.png"):
-        D.read_mask(tmp_path / "masks" / "s0.png")
+        unet.read_mask(tmp_path / "masks" / "s0.png")
     with pytest.raises(FileNotFoundError, match="missing.png"):
-        D.read_image(tmp_path / "missing.png")
+        unet.read_image(tmp_path / "missing.png")
 
 
 def test_hidden_and_non_image_files(tmp_path):
@@ -618,10 +619,10 @@ def test_hidden_and_non_image_files(tmp_path):
     (tmp_path / "images" / "subfolder").mkdir()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # ignored silently
-        assert [p.name for p in D.find_pairs(tmp_path)] == ["s0", "s1"]
+        assert [p.name for p in unet.find_pairs(tmp_path)] == ["s0", "s1"]
     (tmp_path / "images" / "notes.txt").write_text("hello")
     with pytest.warns(UserWarning, match="notes.txt"):
-        pairs = D.find_pairs(tmp_path)
+        pairs = unet.find_pairs(tmp_path)
     assert [p.name for p in pairs] == ["s0", "s1"]
 
 
@@ -642,7 +643,7 @@ def test_constant_masks(tmp_path):
 
 def test_jpeg_masks_warn(tmp_path):
     make_folder(tmp_path, n=2)
-    mask = D.read_mask(tmp_path / "masks" / "s1.png") * 255
+    mask = unet.read_mask(tmp_path / "masks" / "s1.png") * 255
     (tmp_path / "masks" / "s1.png").unlink()
     Image.fromarray(mask).save(tmp_path / "masks" / "s1.jpg", quality=95)
     with pytest.warns(UserWarning, match="JPEG"):
@@ -650,5 +651,5 @@ def test_jpeg_masks_warn(tmp_path):
 
 
 def test_lazy_exports():
-    assert unet.make_dataset is D.make_dataset and unet.normalize is D.normalize
-    assert unet.Augmentation is D.Augmentation
+    assert unet.make_dataset is D.make_dataset and unet.normalize is unet.normalize
+    assert unet.Augmentation is unet.Augmentation

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unet.data import find_pairs, read_mask
-from unet.evaluate import evaluate, iter_predictions, read_counts
-from unet.train import load_run
+from unet.evaluate import evaluate, iter_predictions
+from unet.io import find_pairs, read_counts, read_mask
+from unet.run import load_run
 
 
 def write_pair(folder, name, mask, image=None):

@@ -217,12 +217,12 @@ def test_invalid_sizes_raise_a_clear_error(shape, padding, expected):
 @pytest.mark.parametrize(
     "kwargs, expected",
     [
-        (dict(padding="full"), "padding must be one of"),
-        (dict(skip="add"), "skip must be one of"),
-        (dict(depth=0), "depth must be a positive integer"),
-        (dict(num_classes=0), "num_classes must be at least 1"),
-        (dict(dropout=1.0), "dropout must be in"),
-        (dict(input_shape=(572, 572)), r"input_shape must be \(height, width, channels\)"),
+        (dict(padding="full"), "padding`? must be one of"),
+        (dict(skip="add"), "skip`? must be one of"),
+        (dict(depth=0), "depth`? must be a whole number from 1 to 8"),
+        (dict(num_classes=0), "num_classes`? must be at least 1"),
+        (dict(dropout=1.0), "dropout`? must be in"),
+        (dict(input_shape=(572, 572)), r"input_shape`? must be \(height, width, channels\)"),
     ],
 )
 def test_invalid_options_raise_a_clear_error(kwargs, expected):

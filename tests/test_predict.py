@@ -4,14 +4,9 @@ import numpy as np
 import pytest
 
 import unet
-from unet.predict import (
-    MAX_TILE,
-    default_context,
-    mirror_indices,
-    model_geometry,
-    plan_tiles,
-    predict_tiled,
-)
+from unet.model import model_geometry
+from unet.predict import MAX_TILE, mirror_indices, plan_tiles, predict_tiled
+from unet.sizes import default_context
 
 RNG = np.random.default_rng(7)
 

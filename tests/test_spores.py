@@ -162,7 +162,7 @@ def test_overwrite_guard(tmp_path):
     keep = tmp_path / "sample" / "keep.txt"
     keep.parent.mkdir()
     keep.write_text("mine")
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(FileExistsError, match="overwrite=True"):
         generate_dataset(tmp_path, train=1, val=0, test=0, fields=0)
     assert len(list((tmp_path / "train" / "images").iterdir())) == 2
     generate_dataset(tmp_path, train=1, val=0, test=1, fields=0, overwrite=True)

@@ -46,12 +46,12 @@ def test_config_round_trip_and_unknown_keys(tmp_path):
 @pytest.mark.parametrize(
     "values, message",
     [
-        (dict(loss="focal"), "loss must be one of"),
-        (dict(padding="full"), "padding must be one of"),
-        (dict(epochs=0), "epochs must be a positive integer"),
-        (dict(filters=2.5), "filters must be a positive integer"),
-        (dict(threshold=1.0), "threshold must be between 0 and 1"),
-        (dict(learning_rate=0), "learning_rate must be positive"),
+        (dict(loss="focal"), "loss`? must be one of"),
+        (dict(padding="full"), "padding`? must be one of"),
+        (dict(epochs=0), "epochs`? must be a positive integer"),
+        (dict(filters=2.5), "filters`? must be a positive integer"),
+        (dict(threshold=1.0), "threshold`? must be between 0 and 1"),
+        (dict(learning_rate=0), "learning_rate`? must be positive"),
     ],
 )
 def test_config_rejects_bad_values(values, message):
@@ -71,7 +71,7 @@ def test_precision_choices():
     assert resolve_precision("fp16") == "mixed_float16"
     cpu_bf16 = "avx512_bf16" in Path("/proc/cpuinfo").read_text()
     assert resolve_precision("auto") == ("mixed_bfloat16" if cpu_bf16 else "float32")
-    with pytest.raises(ValueError, match="precision must be one of"):
+    with pytest.raises(ValueError, match="precision`? must be one of"):
         resolve_precision("int8")
 
 
@@ -79,7 +79,7 @@ def test_strategy_choices(monkeypatch):
     import tensorflow as tf
 
     assert make_strategy("default") is tf.distribute.get_strategy()
-    with pytest.raises(ValueError, match="strategy must be one of"):
+    with pytest.raises(ValueError, match="strategy`? must be one of"):
         make_strategy("horovod")
     with pytest.raises(ValueError, match="No TPU was found"):
         make_strategy("tpu")
@@ -214,3 +214,43 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path, sample_dir):
     assert len(epochs) <= 7 and epochs[: len(done_before)] == list(done_before)
     assert not (out / "backup").exists()
     load_run(out)
+
+
+# ------------------------------------------------------------------- config and geometry
+def test_config_json_has_a_schema_version(tmp_path):
+    from unet.run import SCHEMA_VERSION
+
+    Config(**TINY).save(tmp_path / "c.json")
+    saved = json.loads((tmp_path / "c.json").read_text())
+    assert saved["schema_version"] == SCHEMA_VERSION
+    assert Config.load(tmp_path / "c.json") == Config(**TINY)
+    del saved["schema_version"]  # a file from before the versioning reads as version 1
+    assert Config.from_dict(saved) == Config(**TINY)
+    with pytest.raises(ValueError, match="newer than this unet"):
+        Config.from_dict({**saved, "schema_version": SCHEMA_VERSION + 1})
+
+
+def test_geometry_comes_from_the_config_and_is_checked(tmp_path, trained_run):
+    from unet.model import model_geometry
+
+    out, _ = trained_run
+    model, config = load_run(out)
+    geometry = model_geometry(model)
+    assert (geometry.depth, geometry.padding, geometry.resize_skips) == (3, "valid", False)
+    assert model._unet_geometry is geometry  # read from config.json, not from the layers
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "model.keras").write_bytes((out / "model.keras").read_bytes())
+    Config(**{**TINY, "depth": 2}).save(mixed / "config.json")  # the wrong run's config
+    with pytest.raises(ValueError, match="does not match its config"):
+        load_run(mixed)
+
+
+def test_an_empty_or_truncated_model_file_is_named_as_such(tmp_path, trained_run):
+    out, _ = trained_run
+    (tmp_path / "empty.keras").write_bytes(b"")
+    data = (out / "model.keras").read_bytes()
+    (tmp_path / "cut.keras").write_bytes(data[: len(data) // 2])
+    for name in ("empty.keras", "cut.keras"):
+        with pytest.raises(ValueError, match="not a complete .keras archive"):
+            load_run(tmp_path / name)

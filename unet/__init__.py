@@ -1,127 +1,140 @@
 """U-Net segmentation for TensorFlow/Keras 3, from the convolution up to spore counts.
 
-Importing the package registers the custom layers, losses and metrics that saved
-models use, so ``keras.models.load_model("model.keras")`` works after ``import unet``.
-Heavier parts (data, training, prediction, counting) are imported on first use.
+``import unet`` is cheap: it starts no TensorFlow. Every public name below is
+imported on first use (``unet.unet_model``, ``unet.predict_tiled``, ...). Once Keras
+is imported (by the package or by you), the layers, losses and metrics that saved
+models refer to are registered, so ``keras.models.load_model("model.keras")`` works
+after ``import unet``; TensorFlow's known-harmless start-up lines are dropped then
+(see :mod:`unet._tf`).
+
+Modules, lowest layer first (each imports only from the layers below it):
+
+- ``errors``: :class:`UsageError`, the mistake a user can correct.
+- ``sizes`` (valid input sizes, output sizes, tiles), ``model`` (the Keras blocks and
+  :func:`unet_model`), ``losses``, ``metrics``, ``io`` (files and folders), ``image``
+  (channels, normalisation), ``count`` (spores from masks), ``render`` (overlays as
+  arrays), ``augment`` (training augmentation as TensorFlow ops), ``devices``
+  (precision and distribution).
+- ``predict`` (overlap-tile prediction of arrays), ``data`` (tiles, weights, tf.data),
+  ``baseline`` (the classical method), ``spores`` (the synthetic data).
+- ``run`` (:class:`Config`, run folders), ``plot`` (figures), ``evaluate``, ``batch``
+  (files in, files out), ``train``.
+- ``cli`` (``python -m unet`` / ``unet``).
 """
 
 import importlib
 import os
-import sys
 from importlib.metadata import PackageNotFoundError, version
 
+from . import _tf
 
-
-def _import_tensorflow():
-    """Import TensorFlow, honouring TF_CPP_MIN_LOG_LEVEL (default here: 3) at start-up too.
-
-    TensorFlow's C++ layer logs start-up chatter (oneDNN notes, CUDA stubs, and on
-    machines without a GPU an alarming but harmless "failed call to cuInit" error);
-    anything that matters reaches Python as an exception or a warning. Level 3 keeps
-    only those. TensorFlow 2.21 prints some lines before it reads the level, so at
-    level 2 or more file descriptor 2 points at /dev/null during the import. Set
-    TF_CPP_MIN_LOG_LEVEL=0 before ``import unet`` to see everything.
-    """
-    level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if "tensorflow" in sys.modules or not level.isdigit() or int(level) < 2:
-        import tensorflow  # noqa: F401
-
-        return
-    try:
-        sys.stderr.flush()
-        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    except (OSError, ValueError):  # no usable file descriptor 2
-        import tensorflow  # noqa: F401
-
-        return
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-_import_tensorflow()
-
-from .model import (
-    CenterCropToMatch,
-    ResizeToMatch,
-    check_input_shape,
-    conv_block,
-    count_flops,
-    decoder_block,
-    encoder_block,
-    input_size_for_output,
-    is_valid_input_size,
-    nearest_valid_sizes,
-    output_size,
-    shape_trace,
-    unet_model,
-)
-from .losses import BCEDiceLoss, BCELoss, DiceLoss, get_loss
-from .metrics import (
-    Dice,
-    IoU,
-    Precision,
-    Recall,
-    confusion_counts,
-    scores_from_counts,
-    segmentation_metrics,
-    segmentation_scores,
-)
+#: Name of the distribution on the package index (the import name is ``unet``).
+DISTRIBUTION = "unet-spores"
 
 try:
-    __version__ = version("unet")
+    __version__ = version(DISTRIBUTION)
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+local"
 
+# INFO and WARNING lines of TensorFlow's C++ layer off by default; errors stay visible.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# Public names of the heavier modules, imported on first access (PEP 562), so that
-# `import unet` stays cheap: name -> module inside the package.
+
+def _register_saved_model_classes():
+    """Import the modules whose classes saved models name (Keras registers them)."""
+    for module in ("model", "losses", "metrics"):
+        importlib.import_module(f".{module}", __name__)
+
+
+_tf.install_import_hook(_register_saved_model_classes)
+
+# Public names -> the module that defines them, imported on first access (PEP 562).
 _LAZY = {
-    # synthetic spore microscopy
+    "UsageError": "errors",
+    # sizes: which inputs fit, what comes out
+    "input_size_for_output": "sizes",
+    "is_valid_input_size": "sizes",
+    "nearest_valid_sizes": "sizes",
+    "output_size": "sizes",
+    "shape_trace": "sizes",
+    "check_input_shape": "sizes",
+    "tile_size_for": "sizes",
+    # model: the Keras blocks
+    "CenterCropToMatch": "model",
+    "ResizeToMatch": "model",
+    "conv_block": "model",
+    "encoder_block": "model",
+    "decoder_block": "model",
+    "unet_model": "model",
+    "count_flops": "model",
+    "model_geometry": "model",
+    # losses and metrics
+    "BCEDiceLoss": "losses",
+    "BCELoss": "losses",
+    "DiceLoss": "losses",
+    "get_loss": "losses",
+    "Dice": "metrics",
+    "IoU": "metrics",
+    "Precision": "metrics",
+    "Recall": "metrics",
+    "confusion_counts": "metrics",
+    "scores_from_counts": "metrics",
+    "segmentation_metrics": "metrics",
+    "segmentation_scores": "metrics",
+    # io: files and folders
+    "Pair": "io",
+    "find_pairs": "io",
+    "list_images": "io",
+    "read_image": "io",
+    "read_labels": "io",
+    "read_mask": "io",
+    "read_counts": "io",
+    # image: what a model is given
+    "luminance": "image",
+    "normalize": "image",
+    "prepare_image": "image",
+    "to_channels": "image",
+    # count: instance labels, splitting, measurements
+    "label_spores": "count",
+    "measure_spores": "count",
+    "count_spores": "count",
+    "count_errors": "count",
+    "count_labels": "count",
+    "match_spores": "count",
+    "touching_pairs": "count",
+    # render: overlays as arrays
+    "outline_overlay": "render",
+    # augment
+    "Augmentation": "augment",
+    # predict: overlap-tile prediction of arrays
+    "predict_tiled": "predict",
+    "plan_tiles": "predict",
+    # data: samples, tiles, weights, tf.data
+    "Samples": "data",
+    "border_weight_map": "data",
+    "class_balance": "data",
+    "class_weights": "data",
+    "load_folder": "data",
+    "load_image": "data",
+    "make_dataset": "data",
+    "make_tile": "data",
+    "pad_to_tile": "data",
+    "sample_weights": "data",
+    # baseline: the classical method for contrast
+    "baseline_mask": "baseline",
+    "otsu_mask": "baseline",
+    "flatten_background": "baseline",
+    # spores: synthetic microscopy
     "SporeStyle": "spores",
     "generate_dataset": "spores",
     "render_crop": "spores",
     "render_field": "spores",
     "render_split": "spores",
-    # predict.py: overlap-tile prediction
-    "predict_tiled": "predict",
-    "plan_tiles": "predict",
-    "model_geometry": "predict",
-    # count.py: instance labels, splitting, measurements
-    "label_spores": "count",
-    "measure_spores": "count",
-    "count_spores": "count",
-    "count_errors": "count",
-    "match_spores": "count",
-    "touching_pairs": "count",
-    # baseline.py: the classical method for contrast
-    "baseline_mask": "baseline",
-    "otsu_mask": "baseline",
-    "flatten_background": "baseline",
-    "Augmentation": "data",
-    "Pair": "data",
-    "Samples": "data",
-    "border_weight_map": "data",
-    "class_balance": "data",
-    "class_weights": "data",
-    "find_pairs": "data",
-    "list_images": "data",
-    "load_folder": "data",
-    "load_image": "data",
-    "make_dataset": "data",
-    "make_tile": "data",
-    "normalize": "data",
-    "pad_to_tile": "data",
-    "read_image": "data",
-    "read_labels": "data",
-    "read_mask": "data",
-    "sample_weights": "data",
-    "tile_size_for": "data",
-    "to_channels": "data",
+    # run folders and files in, files out (``unet.train`` and ``unet.evaluate`` are
+    # the modules of those names)
+    "Config": "run",
+    "load_run": "run",
+    "predict_images": "batch",
 }
 
 
@@ -138,31 +151,4 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = [
-    "BCEDiceLoss",
-    "BCELoss",
-    "CenterCropToMatch",
-    "Dice",
-    "DiceLoss",
-    "IoU",
-    "Precision",
-    "Recall",
-    "ResizeToMatch",
-    "check_input_shape",
-    "confusion_counts",
-    "conv_block",
-    "count_flops",
-    "decoder_block",
-    "encoder_block",
-    "get_loss",
-    "input_size_for_output",
-    "is_valid_input_size",
-    "nearest_valid_sizes",
-    "output_size",
-    "scores_from_counts",
-    "segmentation_metrics",
-    "segmentation_scores",
-    "shape_trace",
-    "unet_model",
-    *_LAZY,
-]
+__all__ = sorted(_LAZY)

@@ -2,7 +2,7 @@
 
 No learning, for contrast with the U-Net:
 
-1. Gray: RGB(A) images become luminance (alpha dropped).
+1. Gray: RGB(A) images become luminance (Rec. 601, alpha dropped).
 2. Flatten the illumination: brightfield vignetting is multiplicative, so the
    image is divided by a smooth background estimate: a grey closing with a
    window larger than any spore (which replaces the dark spores by the
@@ -26,6 +26,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .count import MIN_AREA, SPLIT_H, label_spores
+from .errors import UsageError, check_choice
+from .image import luminance
 
 #: Side (pixels) of the square window of the background estimate: larger than
 #: any spore (~10-30 px across) so that spores do not survive in it, small
@@ -36,14 +38,16 @@ MAX_ECCENTRICITY = 0.97
 
 
 def to_gray(image):
-    """A float64 gray image: luminance for RGB/RGBA, the only channel otherwise."""
-    image = np.asarray(image, dtype=np.float64)
+    """A float64 gray image: :func:`unet.image.luminance` for RGB/RGBA, the only channel
+    otherwise."""
+    image = np.asarray(image)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
     elif image.ndim == 3 and image.shape[2] in (3, 4):
-        image = image[..., :3] @ np.array([0.2126, 0.7152, 0.0722])
+        image = luminance(image)
+    image = image.astype(np.float64)
     if image.ndim != 2:
-        raise ValueError(
+        raise UsageError(
             f"Expected a gray (H, W), (H, W, 1), RGB or RGBA image, got shape {image.shape}."
         )
     return image
@@ -63,7 +67,7 @@ def estimate_background(image, size=BACKGROUND_SIZE, dark=True):
     gray = to_gray(image)
     size = int(size)
     if size < 3:
-        raise ValueError(f"size must be at least 3 pixels, got {size!r}.")
+        raise UsageError(f"size must be at least 3 pixels, got {size!r}.")
     sigma = size / 4
     pad = size + int(np.ceil(4 * sigma))
     extended = np.pad(gray, pad, mode="reflect", reflect_type="odd")
@@ -93,8 +97,7 @@ def flatten_background(image, size=BACKGROUND_SIZE, dark=True, method="divide"):
     numpy.ndarray of float64
         The flattened gray image.
     """
-    if method not in ("divide", "subtract"):
-        raise ValueError(f"method must be 'divide' or 'subtract', got {method!r}.")
+    check_choice("method", method, ("divide", "subtract"))
     gray = to_gray(image)
     background = estimate_background(gray, size, dark)
     if method == "subtract":

@@ -1,25 +1,56 @@
-"""The command line: ``python -m unet <command> ...`` (or the ``unet`` script).
+"""The command line: ``unet <command> ...`` or ``python -m unet <command> ...``.
 
-Exit codes: 0 on success, 2 with one line on stderr for a user mistake (bad
-argument, missing or unreadable input, an output that already exists), 1 for
-anything unexpected (with its traceback, since that is a bug worth reporting).
+Exit codes: 0 on success; 2 with one line on stderr for a mistake the user can
+fix (a :class:`unet.errors.UsageError` or an ``OSError``: a bad argument, missing or
+unreadable input, an output that already exists); 1 with one line for anything
+unexpected (a bug: ``--debug`` or ``UNET_DEBUG=1`` shows its traceback); 130 on
+Ctrl-C. Library messages name the library's parameters; they are translated into
+this command line's flags here.
+
+Building the parser imports no TensorFlow, so ``--help`` and ``--version`` answer
+at once; each command imports what it needs when it runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+from .errors import UsageError, translate
+
+#: Library parameter -> command-line flag, for the messages of every command.
+FLAGS = {
+    "out_dir": "--out",
+    "data_dir": "--data",
+    "overwrite": "--overwrite",
+    "epochs": "--epochs",
+    "precision": "--precision",
+    "strategy": "--strategy",
+    "threshold": "--threshold",
+    "min_area": "--min-area",
+    "tta": "--tta",
+    "seed": "--seed",
+    "field_size": "--field-size",
+    "train": "--train",
+    "val": "--val",
+    "test": "--test",
+    "fields": "--fields",
+    "config": "--config",
+}
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python -m unet",
+        prog="unet",
         description="U-Net segmentation of microscope images: data, training, prediction, counting.",
     )
-    from . import __version__
+    from . import DISTRIBUTION, __version__
 
-    parser.add_argument("--version", action="version", version=f"unet {__version__}")
+    parser.add_argument("--version", action="version", version=f"{DISTRIBUTION} {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an unexpected error (or UNET_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Each command adds its sub-parser here and sets `func`; command bodies import
     # the modules they need themselves.
@@ -90,7 +121,7 @@ def _generate_data(args):
 
 # ------------------------------------------------------------------------------- train
 def _add_train(sub):
-    from .train import PRECISIONS, STRATEGIES
+    from .devices import PRECISIONS, STRATEGIES
 
     p = sub.add_parser(
         "train",
@@ -104,7 +135,7 @@ def _add_train(sub):
                    help="run directory: model.keras, config.json, history.csv, curves.png, logs/")
     p.add_argument("--epochs", type=int, help="maximum epochs (overrides the config)")
     p.add_argument("--config", type=Path, metavar="FILE",
-                   help="JSON file of settings (see unet.train.Config); missing keys keep defaults")
+                   help="JSON file of settings (see unet.run.Config); missing keys keep defaults")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="mixed precision policy (default: auto, the fastest safe one here)")
     p.add_argument("--strategy", choices=STRATEGIES, default="auto",
@@ -117,7 +148,8 @@ def _add_train(sub):
 def _train(args):
     import dataclasses
 
-    from .train import Config, train
+    from .run import Config
+    from .train import train
 
     config = Config.load(args.config) if args.config else Config()
     if args.epochs is not None:
@@ -168,7 +200,7 @@ def _evaluate(args):
     import json
 
     from .evaluate import evaluate
-    from .train import load_run
+    from .run import load_run
 
     model, config = load_run(args.model)
     threshold = _threshold(args.threshold, config)
@@ -189,7 +221,7 @@ def _threshold(value, config):
     if value is None:
         return config.threshold if config else 0.5
     if not 0 < value < 1:
-        raise ValueError(f"--threshold must be between 0 and 1, got {value}.")
+        raise UsageError(f"`threshold` must be between 0 and 1, got {value}.")
     return value
 
 
@@ -211,8 +243,8 @@ def _add_predict(sub):
 
 
 def _predict(args):
-    from .predict import predict_images
-    from .train import load_run
+    from .batch import predict_images
+    from .run import load_run
 
     model, config = load_run(args.model)
     summary = predict_images(
@@ -229,6 +261,10 @@ def _predict(args):
     print(f"{len(summary)} images, {total} spores: {args.out}/summary.csv, {args.out}/spores.csv")
 
 
+def _one_line(error):
+    return " ".join(str(error).split()) or error.__class__.__name__
+
+
 def main(argv=None):
     """Run the command line; returns the exit code."""
     parser = build_parser()
@@ -236,15 +272,26 @@ def main(argv=None):
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    debug = args.debug or os.environ.get("UNET_DEBUG", "") not in ("", "0")
     try:
         args.func(args)
-    except (ValueError, OSError) as error:
-        message = str(error) or error.__class__.__name__
-        print(f"error: {message}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (UsageError, OSError) as error:
+        if debug:
+            raise
+        print(f"error: {translate(_one_line(error), FLAGS)}", file=sys.stderr)
+        return 2
+    except Exception as error:  # a bug: say so in one line, traceback on request
+        if debug:
+            raise
+        print(
+            f"error: unexpected {error.__class__.__name__}: {_one_line(error)} (this is a bug; "
+            "run again with --debug or UNET_DEBUG=1 for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from .errors import UsageError
+
 #: Regions smaller than this many pixels are dropped as specks (a disk of ~4.5 px
 #: diameter): far below any spore the generator draws or a microscope at useful
 #: magnification shows, well above single noisy pixels.
@@ -52,11 +54,39 @@ SPORE_COLUMNS = (
 )
 
 
+def count_labels(labels):
+    """The number of objects in a label image: its distinct non-zero values."""
+    values = np.unique(np.asarray(labels))
+    return int(np.count_nonzero(values))
+
+
+def relative_count_error(true_counts, pred_counts):
+    """Per-image count error ``|predicted - true| / max(true, 1)``.
+
+    The one definition the package uses (``evaluate``'s ``count_error`` is its mean
+    over images). Dividing by ``max(true, 1)`` keeps it defined for images without
+    objects, where every invented object counts as a full error.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, one value per image.
+    """
+    true = np.asarray(true_counts, dtype=np.float64).ravel()
+    pred = np.asarray(pred_counts, dtype=np.float64).ravel()
+    if true.shape != pred.shape or true.size == 0:
+        raise UsageError(
+            f"Need the same non-zero number of true and predicted counts, got {true.size} "
+            f"and {pred.size}."
+        )
+    return np.abs(pred - true) / np.maximum(true, 1.0)
+
+
 def to_mask(prob_or_mask, threshold=0.5):
     """Binary mask: ``prob > threshold`` for floats, ``value > 0`` for bool/integers."""
     image = np.asarray(prob_or_mask)
     if image.ndim != 2:
-        raise ValueError(f"Expected a 2-D probability map or mask, got shape {image.shape}.")
+        raise UsageError(f"Expected a 2-D probability map or mask, got shape {image.shape}.")
     if image.dtype.kind == "f":
         return image > threshold
     return image > 0
@@ -173,7 +203,7 @@ def measure_spores(labels, intensity_image=None):
 
     labels = np.asarray(labels)
     if labels.ndim != 2 or labels.dtype.kind not in "iub":
-        raise ValueError(
+        raise UsageError(
             f"labels must be a 2-D integer label image, got shape {labels.shape} and dtype "
             f"{labels.dtype}; make one with label_spores."
         )
@@ -183,7 +213,7 @@ def measure_spores(labels, intensity_image=None):
         if intensity.ndim == 3:
             intensity = intensity.mean(axis=2)
         if intensity.shape != labels.shape:
-            raise ValueError(
+            raise UsageError(
                 f"The intensity image has shape {intensity.shape[:2]} but the labels "
                 f"{labels.shape}; pass the image the labels were made from."
             )
@@ -232,7 +262,7 @@ def count_spores(prob_or_mask, threshold=0.5, intensity_image=None, min_area=MIN
 
 
 def count_errors(true_counts, pred_counts):
-    """Compare predicted spore counts with the truth, image by image.
+    """Compare predicted object counts with the truth, image by image.
 
     Parameters
     ----------
@@ -243,34 +273,25 @@ def count_errors(true_counts, pred_counts):
     -------
     dict
         ``images``, ``true_total``, ``pred_total``; ``mae`` (mean absolute
-        error, spores per image); ``bias`` (mean of predicted - true: negative means
-        undercounting); ``mean_relative_error`` (mean of |pred - true| / true over
-        images with true > 0; NaN if none); ``total_relative_error``
-        (|sum pred - sum true| / sum true); and the per-image arrays
-        ``abs_error`` and ``rel_error`` (NaN where true = 0).
+        error, objects per image); ``bias`` (mean of predicted - true: negative means
+        undercounting); ``mean_relative_error`` (mean over images of
+        :func:`relative_count_error`); ``total_relative_error``
+        (|sum pred - sum true| / max(sum true, 1)); and the per-image arrays
+        ``abs_error`` and ``rel_error``.
     """
+    rel_error = relative_count_error(true_counts, pred_counts)
     true = np.asarray(true_counts, dtype=np.float64).ravel()
     pred = np.asarray(pred_counts, dtype=np.float64).ravel()
-    if true.shape != pred.shape or true.size == 0:
-        raise ValueError(
-            f"Need the same non-zero number of true and predicted counts, got {true.size} "
-            f"and {pred.size}."
-        )
-    abs_error = np.abs(pred - true)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel_error = np.where(true > 0, abs_error / true, np.nan)
     total_true, total_pred = true.sum(), pred.sum()
     return {
         "images": int(true.size),
         "true_total": int(total_true),
         "pred_total": int(total_pred),
-        "mae": float(abs_error.mean()),
+        "mae": float(np.abs(pred - true).mean()),
         "bias": float((pred - true).mean()),
-        "mean_relative_error": float(np.nanmean(rel_error)) if np.any(true > 0) else float("nan"),
-        "total_relative_error": (
-            float(abs(total_pred - total_true) / total_true) if total_true > 0 else float("nan")
-        ),
-        "abs_error": abs_error,
+        "mean_relative_error": float(rel_error.mean()),
+        "total_relative_error": float(relative_count_error([total_true], [total_pred])[0]),
+        "abs_error": np.abs(pred - true),
         "rel_error": rel_error,
     }
 
@@ -290,7 +311,7 @@ def touching_pairs(labels):
     """
     labels = np.asarray(labels)
     if labels.ndim != 2:
-        raise ValueError(f"labels must be a 2-D label image, got shape {labels.shape}.")
+        raise UsageError(f"labels must be a 2-D label image, got shape {labels.shape}.")
     pairs = []
     for a, b in ((labels[1:], labels[:-1]), (labels[:, 1:], labels[:, :-1])):
         edge = (a != b) & (a > 0) & (b > 0)
@@ -325,12 +346,12 @@ def match_spores(true_labels, pred_labels, min_iou=0.5):
     """
     true_labels, pred_labels = np.asarray(true_labels), np.asarray(pred_labels)
     if true_labels.shape != pred_labels.shape or true_labels.ndim != 2:
-        raise ValueError(
+        raise UsageError(
             f"Need two 2-D label images of the same shape, got {true_labels.shape} and "
             f"{pred_labels.shape}."
         )
     if not 0.5 <= min_iou < 1:
-        raise ValueError(f"min_iou must be in [0.5, 1) for a unique matching, got {min_iou}.")
+        raise UsageError(f"min_iou must be in [0.5, 1) for a unique matching, got {min_iou}.")
     from skimage.segmentation import relabel_sequential
 
     t, _, true_ids = relabel_sequential(true_labels.astype(np.int64))

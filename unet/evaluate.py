@@ -9,43 +9,18 @@ prediction and compared with the true counts.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ._quiet import quiet_retracing
-
-
-def read_counts(folder):
-    """True spore counts of a data folder: ``counts.csv`` (name,count), else ``labels/``.
-
-    Returns
-    -------
-    dict
-        image name -> count; empty when the folder has neither.
-    """
-    from .data import read_labels
-
-    folder = Path(folder)
-    table = folder / "counts.csv"
-    if table.exists():
-        with table.open() as f:
-            try:
-                return {row["name"]: int(row["count"]) for row in csv.DictReader(f)}
-            except (KeyError, ValueError):
-                raise ValueError(
-                    f"{table} must have the columns name,count with integer counts."
-                ) from None
-    labels_dir = folder / "labels"
-    if labels_dir.is_dir():
-        return {
-            p.stem: int(np.unique(read_labels(p)).size - 1)
-            for p in sorted(labels_dir.iterdir())
-            if not p.name.startswith(".")
-        }
-    return {}
+from ._tf import quiet_retracing
+from .count import label_spores, relative_count_error
+from .errors import UsageError
+from .image import prepare_image
+from .io import find_pairs, read_counts, read_image, read_labels, read_mask
+from .metrics import confusion_counts, scores_from_counts
+from .predict import predict_tiled
 
 
 @dataclass
@@ -100,14 +75,11 @@ def iter_predictions(model, data_dir, tta=False, progress=False, limit=None):
     import keras
     from tqdm.auto import tqdm
 
-    from .data import find_pairs, normalize, read_image, read_labels, read_mask, to_channels
-    from .predict import predict_tiled
-
     if isinstance(model, keras.Model):
         channels = model.input_shape[-1]
 
         def prepare(raw):
-            return normalize(to_channels(raw, channels))
+            return prepare_image(raw, channels)
 
         def predict(image):
             with quiet_retracing():
@@ -116,13 +88,13 @@ def iter_predictions(model, data_dir, tta=False, progress=False, limit=None):
     elif callable(model):
         prepare, predict = (lambda raw: raw), model
     else:
-        raise ValueError(f"model must be a keras.Model or a function, got {type(model).__name__}.")
+        raise UsageError(f"model must be a keras.Model or a function, got {type(model).__name__}.")
     pairs = find_pairs(data_dir)[:limit]
     for pair in tqdm(pairs, desc="predict", unit="image", disable=None if progress else True):
         raw = read_image(pair.image)
         truth = read_mask(pair.mask).astype(bool)
         if truth.shape != raw.shape[:2]:
-            raise ValueError(
+            raise UsageError(
                 f"Mask {pair.mask} is {truth.shape[1]}x{truth.shape[0]} but its image is "
                 f"{raw.shape[1]}x{raw.shape[0]}; masks must match their images."
             )
@@ -130,7 +102,7 @@ def iter_predictions(model, data_dir, tta=False, progress=False, limit=None):
         image = prepare(raw)
         prob = np.asarray(predict(image), dtype=np.float32)
         if prob.shape != truth.shape:
-            raise ValueError(
+            raise UsageError(
                 f"The prediction for {pair.image} has shape {prob.shape}, not the image's "
                 f"{truth.shape}; predictions must keep the image size."
             )
@@ -167,9 +139,6 @@ def evaluate(model, data_dir, threshold=0.5, tta=False, count=True, progress=Fal
         counted ``count_true``, ``count_pred`` (totals), ``count_error`` (mean over
         images of |predicted − true| / true) and ``per_image`` rows.
     """
-    from .count import label_spores
-    from .metrics import confusion_counts, scores_from_counts
-
     data_dir = Path(data_dir)
     truth_counts = read_counts(data_dir) if count else {}
     totals = np.zeros(4, dtype=np.int64)
@@ -195,7 +164,7 @@ def evaluate(model, data_dir, threshold=0.5, tta=False, count=True, progress=Fal
         result.update(
             count_true=int(true.sum()),
             count_pred=int(pred.sum()),
-            count_error=float(np.mean(np.abs(pred - true) / np.maximum(true, 1))),
+            count_error=float(np.mean(relative_count_error(true, pred))),
         )
     result["per_image"] = per_image
     return result

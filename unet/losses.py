@@ -29,6 +29,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from .errors import UsageError
+
 #: Probabilities are clipped to ``[EPSILON, 1 - EPSILON]`` before taking logarithms.
 EPSILON = 1e-7
 #: Default smoothing term of the soft Dice loss (see :class:`DiceLoss`).
@@ -77,7 +79,7 @@ def prepare_targets(y_true, y_pred, sample_weight=None):
         target = ops.expand_dims(target, -1)
     classes = probs.shape[-1]
     if classes is None:
-        raise ValueError("The number of classes (last axis of y_pred) must be known.")
+        raise UsageError("The number of classes (last axis of y_pred) must be known.")
     if classes > 1 and target.shape[-1] == 1:
         target = ops.one_hot(ops.cast(ops.squeeze(target, -1), "int32"), classes)
     if sample_weight is None:
@@ -246,5 +248,5 @@ def get_loss(name, **kwargs):
     classes = {"bce": BCELoss, "dice": DiceLoss, "bce_dice": BCEDiceLoss, "weighted_bce": BCELoss}
     key = str(name).lower()
     if key not in classes:
-        raise ValueError(f"Unknown loss {name!r}; choose one of {', '.join(LOSSES)}.")
+        raise UsageError(f"Unknown loss {name!r}; choose one of {', '.join(LOSSES)}.")
     return classes[key](name=key, **kwargs)

@@ -28,6 +28,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from .errors import UsageError
+
 SCORES = ("dice", "iou", "precision", "recall")
 
 
@@ -75,12 +77,12 @@ def confusion_counts(truth, pred, mask=None):
     """
     truth, pred = np.asarray(truth), np.asarray(pred)
     if truth.shape != pred.shape:
-        raise ValueError(
+        raise UsageError(
             f"Truth and prediction must have the same shape, got {truth.shape} and "
             f"{pred.shape}; predict at the image's full size (no resizing)."
         )
     if pred.dtype.kind == "f" and np.any((pred > 0) & (pred < 1)):
-        raise ValueError(
+        raise UsageError(
             "The prediction holds values between 0 and 1, so it looks like a probability "
             "map; threshold it first, e.g. pred > 0.5."
         )
@@ -88,7 +90,7 @@ def confusion_counts(truth, pred, mask=None):
     if mask is not None:
         mask = np.asarray(mask) > 0
         if mask.shape != t.shape:
-            raise ValueError(f"mask must have the masks' shape {t.shape}, got {mask.shape}.")
+            raise UsageError(f"mask must have the masks' shape {t.shape}, got {mask.shape}.")
         t, p = t[mask], p[mask]
     tp = int(np.count_nonzero(t & p))
     fp = int(np.count_nonzero(~t & p))
@@ -111,7 +113,7 @@ def scores_from_counts(tp, fp, fn, tn=None):
     """
     tp, fp, fn = (float(v) for v in (tp, fp, fn))
     if min(tp, fp, fn) < 0:
-        raise ValueError(f"Counts must be non-negative, got tp={tp}, fp={fp}, fn={fn}.")
+        raise UsageError(f"Counts must be non-negative, got tp={tp}, fp={fp}, fn={fn}.")
 
     def where(cond, a, b):
         return a if cond else b
@@ -139,7 +141,7 @@ def foreground_masks(y_true, y_pred, threshold=0.5, class_id=None):
         target = ops.expand_dims(target, -1)
     if classes == 1:
         if class_id not in (None, 0):
-            raise ValueError(f"class_id must be None for a sigmoid head, got {class_id!r}.")
+            raise UsageError(f"class_id must be None for a sigmoid head, got {class_id!r}.")
         return target[..., 0] > 0.5, probs[..., 0] > threshold
     if target.shape[-1] == classes:  # one-hot truth
         index = ops.argmax(target, axis=-1)

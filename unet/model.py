@@ -12,15 +12,15 @@ the paper's centre crop (``skip="crop"``).
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import keras
 import tensorflow as tf
 from keras import layers, ops
 
-PADDINGS = ("valid", "same")
-SKIPS = ("resize", "crop")
+from .errors import UsageError, check_choice
+from .sizes import PADDINGS, SKIPS, check_arch, check_input_shape, input_size_for_output, output_size
+
 
 
 # --------------------------------------------------------------------------------------
@@ -76,11 +76,6 @@ class CenterCropToMatch(layers.Layer):
 # --------------------------------------------------------------------------------------
 # Building blocks
 # --------------------------------------------------------------------------------------
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
-
-
 def conv_block(
     inputs,
     num_filters,
@@ -108,7 +103,7 @@ def conv_block(
     name : str, optional
         Prefix for the layer names.
     """
-    _check_choice("padding", padding, PADDINGS)
+    check_choice("padding", padding, PADDINGS)
     x = inputs
     for i in (1, 2):
         prefix = f"{name}_conv{i}" if name else None
@@ -196,7 +191,7 @@ def decoder_block(
     batch_norm, kernel_initializer, name
         As in :func:`conv_block`.
     """
-    _check_choice("skip", skip, SKIPS)
+    check_choice("skip", skip, SKIPS)
     up = layers.Conv2DTranspose(
         num_filters,
         2,
@@ -211,7 +206,7 @@ def decoder_block(
             if None not in skip_size + up_size and (
                 skip_size[0] < up_size[0] or skip_size[1] < up_size[1]
             ):
-                raise ValueError(
+                raise UsageError(
                     f"Cannot centre-crop skip features of size {skip_size} to the larger "
                     f"upsampled size {up_size}; use skip='resize' or a valid input size."
                 )
@@ -226,191 +221,6 @@ def decoder_block(
 # --------------------------------------------------------------------------------------
 # Size arithmetic
 # --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TraceRow:
-    """One row of :func:`shape_trace`: a layer's output size and channels."""
-
-    stage: str
-    layer: str
-    size: int
-    channels: int
-
-
-def _walk_sizes(size, depth, padding, filters=64):
-    """Follow one spatial size through the network.
-
-    Returns ``(rows, problem)``: the trace rows and ``None`` if the size is
-    valid, or the rows so far and a sentence explaining why it is not.
-    """
-    shrink = 2 if padding == "valid" else 0
-    rows, skips, s = [], [], size
-    for level in range(1, depth + 1):
-        ch = filters * 2 ** (level - 1)
-        for i in (1, 2):
-            s -= shrink
-            if s < 1:
-                return rows, "it is too small to survive the contracting path"
-            rows.append(TraceRow(f"encoder {level}", f"conv{i} 3x3", s, ch))
-        if s % 2:
-            return rows, (
-                f"the feature map before pooling {level} would be {s} pixels, and 2x2 "
-                "pooling needs an even size"
-            )
-        skips.append(s)
-        s //= 2
-        rows.append(TraceRow(f"encoder {level}", "max-pool 2x2", s, ch))
-    ch = filters * 2**depth
-    for i in (1, 2):
-        s -= shrink
-        if s < 1:
-            return rows, "it is too small to survive the contracting path"
-        rows.append(TraceRow("bottleneck", f"conv{i} 3x3", s, ch))
-    for level in range(depth, 0, -1):
-        ch = filters * 2 ** (level - 1)
-        s *= 2
-        rows.append(TraceRow(f"decoder {level}", "up-conv 2x2", s, ch))
-        rows.append(
-            TraceRow(f"decoder {level}", f"concat skip {skips[level - 1]}->{s}", s, 2 * ch)
-        )
-        for i in (1, 2):
-            s -= shrink
-            if s < 1:
-                return rows, "it is too small: the expanding path runs out of pixels"
-            rows.append(TraceRow(f"decoder {level}", f"conv{i} 3x3", s, ch))
-    return rows, None
-
-
-def _check_arch(depth, padding):
-    _check_choice("padding", padding, PADDINGS)
-    if not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"depth must be a positive integer, got {depth!r}.")
-
-
-def is_valid_input_size(size, depth=4, padding="valid"):
-    """Whether a spatial size passes through the network without rounding.
-
-    Parameters
-    ----------
-    size : int
-        Height or width of the input.
-    depth : int
-        Number of pooling steps.
-    padding : {"valid", "same"}
-
-    Returns
-    -------
-    bool
-    """
-    _check_arch(depth, padding)
-    return int(size) == size and size > 0 and _walk_sizes(int(size), depth, padding)[1] is None
-
-
-def nearest_valid_sizes(size, depth=4, padding="valid"):
-    """The closest valid input sizes at or below and at or above ``size``.
-
-    Returns
-    -------
-    (int or None, int)
-        ``(below, above)``; ``below`` is ``None`` when no valid size is smaller.
-        A valid ``size`` is returned twice.
-    """
-    _check_arch(depth, padding)
-    size = max(int(size), 1)
-    below = next((s for s in range(size, 0, -1) if is_valid_input_size(s, depth, padding)), None)
-    above = next(s for s in itertools.count(size) if is_valid_input_size(s, depth, padding))
-    return below, above
-
-
-def _size_error(size, depth, padding, problem):
-    below, above = nearest_valid_sizes(size, depth, padding)
-    if below is None:
-        return ValueError(
-            f"Input size {size} is too small for a depth-{depth} U-Net with {padding} padding: "
-            f"the smallest valid input size is {above} (output "
-            f"{output_size(above, depth, padding)}); pad the image or use a smaller depth."
-        )
-    options = [s for s in (below, above) if s is not None]
-    listed = " and ".join(f"{s} (output {output_size(s, depth, padding)})" for s in options)
-    return ValueError(
-        f"Input size {size} does not fit a depth-{depth} U-Net with {padding} padding: "
-        f"{problem}. Nearest valid input sizes: {listed}."
-    )
-
-
-def output_size(input_size, depth=4, padding="valid"):
-    """Spatial output size of the network for one input size.
-
-    With valid padding at depth 4, ``output = input - 184`` for the valid inputs
-    ``16 * k + 124`` (572 -> 388, 284 -> 100); with same padding the output is
-    the input size, which must be divisible by ``2 ** depth``.
-
-    Raises
-    ------
-    ValueError
-        If the size is not valid; the message names the nearest valid sizes.
-    """
-    _check_arch(depth, padding)
-    rows, problem = _walk_sizes(int(input_size), depth, padding)
-    if problem:
-        raise _size_error(input_size, depth, padding, problem)
-    return rows[-1].size
-
-
-def input_size_for_output(min_output, depth=4, padding="valid"):
-    """Smallest valid input size whose output is at least ``min_output`` pixels.
-
-    Use it to choose a tile: ``input_size_for_output(100) == 284`` covers a
-    100-pixel crop with a valid-padding depth-4 U-Net.
-    """
-    _check_arch(depth, padding)
-    return next(
-        s
-        for s in itertools.count(max(int(min_output), 1))
-        if is_valid_input_size(s, depth, padding) and output_size(s, depth, padding) >= min_output
-    )
-
-
-def check_input_shape(input_shape, depth=4, padding="valid"):
-    """Validate the height and width of ``input_shape = (height, width, channels)``.
-
-    ``None`` sizes (a fully convolutional model) are accepted.
-
-    Raises
-    ------
-    ValueError
-        For a malformed shape or an invalid size, naming the nearest valid sizes.
-    """
-    _check_arch(depth, padding)
-    if len(input_shape) != 3:
-        raise ValueError(
-            f"input_shape must be (height, width, channels), got {tuple(input_shape)!r}."
-        )
-    if input_shape[2] is None or int(input_shape[2]) < 1:
-        raise ValueError(f"The number of input channels must be known, got {input_shape!r}.")
-    for size in input_shape[:2]:
-        if size is not None:
-            output_size(size, depth, padding)
-
-
-def shape_trace(input_size=572, depth=4, padding="valid", filters=64, in_channels=3):
-    """The per-layer output sizes of a square input: the 572 -> 388 table.
-
-    Returns
-    -------
-    list of TraceRow
-        ``(stage, layer, size, channels)`` for the input, every convolution,
-        pooling, up-convolution and concatenation; the last row is the final 3x3
-        convolution (the 1x1 head keeps its size and has ``num_classes`` channels).
-
-    Raises
-    ------
-    ValueError
-        If ``input_size`` is not valid for ``depth`` and ``padding``.
-    """
-    output_size(input_size, depth, padding)  # raises the helpful error
-    rows, _ = _walk_sizes(int(input_size), depth, padding, filters)
-    return [TraceRow("input", "image", int(input_size), in_channels), *rows]
-
 
 # --------------------------------------------------------------------------------------
 # The model
@@ -469,17 +279,17 @@ def unet_model(
 
     Raises
     ------
-    ValueError
+    UsageError
         For an invalid option or an input size that does not fit the network.
     """
-    _check_arch(depth, padding)
-    _check_choice("skip", skip, SKIPS)
+    check_arch(depth, padding)
+    check_choice("skip", skip, SKIPS)
     if int(num_classes) < 1:
-        raise ValueError(f"num_classes must be at least 1, got {num_classes!r}.")
+        raise UsageError(f"`num_classes` must be at least 1, got {num_classes!r}.")
     if int(filters) < 1:
-        raise ValueError(f"filters must be at least 1, got {filters!r}.")
+        raise UsageError(f"`filters` must be at least 1, got {filters!r}.")
     if not 0.0 <= float(dropout) < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}.")
+        raise UsageError(f"`dropout` must be in [0, 1), got {dropout!r}.")
     input_shape = tuple(input_shape)
     check_input_shape(input_shape, depth, padding)
 
@@ -500,6 +310,157 @@ def unet_model(
     activation = "sigmoid" if num_classes == 1 else "softmax"
     outputs = layers.Activation(activation, dtype="float32", name="probabilities")(logits)
     return keras.Model(inputs, outputs, name=name)
+
+
+# --------------------------------------------------------------------------------------
+# Geometry: what tiling needs to know about a model
+# --------------------------------------------------------------------------------------
+def _walk_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):  # nested models
+            yield from _walk_layers(layer)
+
+
+@dataclass(frozen=True)
+class ModelGeometry:
+    """What tiling needs to know about a model.
+
+    Attributes
+    ----------
+    depth : int
+        Number of pooling steps.
+    padding : {"valid", "same"}
+        Padding of the 3x3 convolutions.
+    channels : int
+        Input channels.
+    num_classes : int
+        Output channels (1: sigmoid foreground probability; >= 2: softmax).
+    input_size : tuple
+        ``(height, width)`` of the model input; ``(None, None)`` when any valid
+        size is accepted.
+    resize_skips : bool
+        Whether the skip features are resized (``skip="resize"``): with valid
+        padding the model's output then depends on the tile size.
+    """
+
+    depth: int
+    padding: str
+    channels: int
+    num_classes: int
+    input_size: tuple
+    resize_skips: bool
+
+
+def _shapes(model):
+    in_shape, out_shape = tuple(model.input_shape), tuple(model.output_shape)
+    if len(in_shape) != 4 or len(out_shape) != 4:
+        raise UsageError(
+            f"Model {model.name!r} must take and return images (batch, height, width, "
+            f"channels), got input {in_shape} and output {out_shape}."
+        )
+    return in_shape, out_shape
+
+
+def _geometry_from_layers(model):
+    layers_ = list(_walk_layers(model))
+    kinds = [type(layer).__name__ for layer in layers_]
+    depth = kinds.count("MaxPooling2D")
+    paddings = {
+        layer.get_config()["padding"]
+        for layer, kind in zip(layers_, kinds)
+        if kind == "Conv2D" and tuple(layer.get_config()["kernel_size"]) == (3, 3)
+    }
+    if depth < 1 or len(paddings) != 1:
+        raise UsageError(
+            f"Model {model.name!r} does not look like a U-Net (found {depth} max-pooling "
+            f"layers and 3x3 convolution paddings {sorted(paddings)}); build it with "
+            "unet.unet_model."
+        )
+    in_shape, out_shape = _shapes(model)
+    return ModelGeometry(depth, paddings.pop(), int(in_shape[3]), int(out_shape[3]),
+                         (in_shape[1], in_shape[2]), "ResizeToMatch" in kinds)
+
+
+def _geometry_from_architecture(model, architecture):
+    """The geometry a run's config records, checked against what the model computes."""
+    in_shape, out_shape = _shapes(model)
+    try:
+        depth, padding = int(architecture["depth"]), str(architecture["padding"])
+        skip = str(architecture.get("skip", "resize"))
+        channels, classes = int(architecture["channels"]), int(architecture["num_classes"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise UsageError(f"The model's config lacks its architecture ({error}).") from None
+    geometry = ModelGeometry(depth, padding, channels, classes, (in_shape[1], in_shape[2]),
+                             skip == "resize")
+    problems = []
+    if (int(in_shape[3]), int(out_shape[3])) != (channels, classes):
+        problems.append(f"{in_shape[3]} input / {out_shape[3]} output channels, "
+                        f"not {channels} / {classes}")
+    else:
+        probe = next((s for s in (in_shape[1], in_shape[2]) if s is not None), None)
+        if probe is None:
+            probe = input_size_for_output(1, depth, padding)
+        expected = output_size(probe, depth, padding)
+        try:
+            got = model.compute_output_shape((1, probe, probe, channels))[1]
+        except ValueError:  # the size does not even pass through this model
+            got = "nothing"
+        if got != expected:
+            problems.append(f"{probe} px in gives {got} px out, not {expected} as a depth-"
+                            f"{depth} U-Net with {padding} padding would")
+    if problems:
+        raise UsageError(
+            f"The model {model.name!r} does not match its config: {problems[0]}. The run "
+            "folder mixes files of two runs; train again or keep model.keras and "
+            "config.json together."
+        )
+    return geometry
+
+
+def attach_architecture(model, architecture):
+    """Record a run's architecture on a loaded model, after checking that it fits.
+
+    :func:`model_geometry` then reads depth, padding and skip from it instead of
+    inferring them from the layers.
+
+    Parameters
+    ----------
+    model : keras.Model
+    architecture : dict
+        ``depth``, ``padding``, ``skip``, ``channels`` and ``num_classes``, as a run's
+        ``config.json`` holds them.
+
+    Returns
+    -------
+    ModelGeometry
+
+    Raises
+    ------
+    UsageError
+        If the model does not compute what the architecture says.
+    """
+    geometry = _geometry_from_architecture(model, architecture)
+    model._unet_geometry = geometry
+    return geometry
+
+
+def model_geometry(model):
+    """The :class:`ModelGeometry` of a U-Net.
+
+    Read from the run's config when the model was loaded with
+    :func:`unet.run.load_run` (see :func:`attach_architecture`); otherwise inferred
+    from the layers: the number of max-pooling layers and the padding of the 3x3
+    convolutions (any model built by :func:`unet_model`).
+
+    Raises
+    ------
+    UsageError
+        If the model has no pooling or no 3x3 convolution, mixes paddings, or does
+        not take images ``(batch, height, width, channels)``.
+    """
+    geometry = getattr(model, "_unet_geometry", None)
+    return geometry if geometry is not None else _geometry_from_layers(model)
 
 
 # --------------------------------------------------------------------------------------
@@ -537,7 +498,7 @@ def count_flops(model, input_size=None):
 
     Raises
     ------
-    ValueError
+    UsageError
         If the size is missing, contradicts the model's fixed input size, or does not
         fit the network.
     """
@@ -545,7 +506,7 @@ def count_flops(model, input_size=None):
     if input_size is None:
         size = shape[1:3]
         if None in size:
-            raise ValueError(
+            raise UsageError(
                 f"Model {model.name!r} accepts any input size; pass input_size, e.g. "
                 "count_flops(model, 284)."
             )
@@ -553,15 +514,13 @@ def count_flops(model, input_size=None):
         size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
         fixed = shape[1:3]
         if any(f is not None and f != s for f, s in zip(fixed, size)):
-            raise ValueError(
+            raise UsageError(
                 f"Model {model.name!r} has the fixed input size {fixed}, not {size}; "
                 "leave input_size unset."
             )
-    from .predict import model_geometry  # U-Nets: check the size, with the helpful error
-
-    try:
+    try:  # U-Nets: check the size, with the helpful error
         geometry = model_geometry(model)
-    except ValueError:  # not a U-Net: the graph's own shapes decide
+    except UsageError:  # not a U-Net: the graph's own shapes decide
         geometry = None
     if geometry is not None:
         for s in size:
@@ -573,15 +532,15 @@ def count_flops(model, input_size=None):
     probe = keras.Model(model.inputs, [t for c in convs for t in (c.input, c.output)])
     try:
         specs = probe.compute_output_spec(keras.KerasTensor((1, *size, shape[3])))
-    except ValueError as error:
-        raise ValueError(f"Input size {size} does not fit model {model.name!r}: {error}") from None
+    except ValueError as error:  # Keras' shape inference refused the size
+        raise UsageError(f"Input size {size} does not fit model {model.name!r}: {error}") from None
     total = 0
     for layer, inputs, outputs in zip(convs, specs[0::2], specs[1::2]):
         kh, kw = layer.kernel_size
         c_in, c_out = inputs.shape[-1], outputs.shape[-1]
         where = outputs if isinstance(layer, layers.Conv2D) else inputs
         if min(where.shape[1], where.shape[2]) < 1:
-            raise ValueError(
+            raise UsageError(
                 f"Input size {size} is too small for model {model.name!r}: layer "
                 f"{layer.name} would have an empty output."
             )

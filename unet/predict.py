@@ -32,14 +32,14 @@ predict such a model with the tile size it was trained on (``tile=...``).
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from .model import PADDINGS, input_size_for_output, output_size
+from .errors import UsageError, as_pair, check_choice
+from .model import model_geometry
+from .sizes import PADDINGS, default_context, input_size_for_output, output_size
 
 #: Largest tile side (input pixels) the automatic planner chooses. Measured on a
 #: 2-core CPU with the default spore model (depth 3, 16 filters, bf16;
@@ -60,96 +60,8 @@ TTA_MODES = ("flips", "d4")
 
 
 # --------------------------------------------------------------------------------------
-# Geometry
+# Tile plans
 # --------------------------------------------------------------------------------------
-def default_context(depth, padding="valid"):
-    """Context margin around the pixels a tile delivers.
-
-    Valid padding: what the model trims on each side, ``(input - output) / 2 =
-    6 * 2**depth - 4`` (92 at depth 4). Same padding: ``6 * 2**depth`` (96 at
-    depth 4), the receptive-field radius ``6 * 2**depth - 2`` rounded up to the
-    pooling grid, so that a delivered pixel is computed exactly as in a larger
-    image (checked by the tests).
-    """
-    return 6 * 2**depth - (4 if padding == "valid" else 0)
-
-
-def _walk_layers(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):  # nested models
-            yield from _walk_layers(layer)
-
-
-@dataclass(frozen=True)
-class ModelGeometry:
-    """What tiling needs to know about a model, read from the model itself.
-
-    Attributes
-    ----------
-    depth : int
-        Number of MaxPooling2D layers.
-    padding : {"valid", "same"}
-        Padding of the 3x3 convolutions.
-    channels : int
-        Input channels.
-    num_classes : int
-        Output channels (1: sigmoid foreground probability; >= 2: softmax).
-    input_size : tuple
-        ``(height, width)`` of the model input; ``(None, None)`` when any valid
-        size is accepted.
-    resize_skips : bool
-        Whether the model contains ``ResizeToMatch`` skip layers (see the module
-        note about valid padding).
-    """
-
-    depth: int
-    padding: str
-    channels: int
-    num_classes: int
-    input_size: tuple
-    resize_skips: bool
-
-
-def model_geometry(model):
-    """Read :class:`ModelGeometry` from a U-Net (built by ``unet_model`` or alike).
-
-    Raises
-    ------
-    ValueError
-        If the model has no pooling or no 3x3 convolution, mixes paddings, or
-        does not take images ``(batch, height, width, channels)``.
-    """
-    layers = list(_walk_layers(model))
-    kinds = [type(layer).__name__ for layer in layers]
-    depth = kinds.count("MaxPooling2D")
-    paddings = {
-        layer.get_config()["padding"]
-        for layer, kind in zip(layers, kinds)
-        if kind == "Conv2D" and tuple(layer.get_config()["kernel_size"]) == (3, 3)
-    }
-    if depth < 1 or len(paddings) != 1:
-        raise ValueError(
-            f"Model {model.name!r} does not look like a U-Net (found {depth} max-pooling "
-            f"layers and 3x3 convolution paddings {sorted(paddings)}); build it with "
-            "unet.unet_model."
-        )
-    in_shape, out_shape = tuple(model.input_shape), tuple(model.output_shape)
-    if len(in_shape) != 4 or len(out_shape) != 4:
-        raise ValueError(
-            f"Model {model.name!r} must take and return images (batch, height, width, "
-            f"channels), got input {in_shape} and output {out_shape}."
-        )
-    return ModelGeometry(
-        depth=depth,
-        padding=paddings.pop(),
-        channels=int(in_shape[3]),
-        num_classes=int(out_shape[3]),
-        input_size=(in_shape[1], in_shape[2]),
-        resize_skips="ResizeToMatch" in kinds,
-    )
-
-
 @dataclass(frozen=True)
 class TilePlan:
     """How an image is cut into tiles (all sizes in pixels, ``(rows, cols)``).
@@ -223,7 +135,7 @@ def _axis_plan(length, depth, padding, context, tile, max_tile):
             out = tile
             deliverable = tile - 2 * context
             if deliverable < 1:
-                raise ValueError(
+                raise UsageError(
                     f"Tile {tile} leaves nothing after a context margin of {context} pixels "
                     f"on each side; use a tile of at least {_tile_for(1, depth, padding, context)} "
                     "or a smaller margin."
@@ -250,22 +162,12 @@ def _axis_plan(length, depth, padding, context, tile, max_tile):
             break
     if best is None:
         smallest = _tile_for(min(length, grid), depth, padding, context)
-        raise ValueError(
+        raise UsageError(
             f"max_tile={max_tile} is smaller than the smallest usable tile ({smallest} pixels) "
             f"for a depth-{depth} model with {padding} padding; raise max_tile."
         )
     _, n, size, out, stride = best
     return size, out, stride, n
-
-
-def _pair(value, name):
-    if value is None:
-        return (None, None)
-    if np.ndim(value) == 0:
-        return (int(value), int(value))
-    if len(value) != 2:
-        raise ValueError(f"{name} must be an int or (height, width), got {value!r}.")
-    return tuple(None if v is None else int(v) for v in value)
 
 
 def plan_tiles(image_shape, depth=4, padding="valid", tile=None, max_tile=MAX_TILE, margin=None):
@@ -295,17 +197,16 @@ def plan_tiles(image_shape, depth=4, padding="valid", tile=None, max_tile=MAX_TI
     -------
     TilePlan
     """
-    if padding not in PADDINGS:
-        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}.")
+    check_choice("padding", padding, PADDINGS)
     height, width = (int(v) for v in tuple(image_shape)[:2])
     if height < 1 or width < 1:
-        raise ValueError(f"The image must have at least one pixel, got shape {tuple(image_shape)}.")
-    tiles = _pair(tile, "tile")
+        raise UsageError(f"The image must have at least one pixel, got shape {tuple(image_shape)}.")
+    tiles = as_pair(tile, "tile")
     axes = []
     for length, size in zip((height, width), tiles):
         if padding == "valid":
             if margin is not None:
-                raise ValueError(
+                raise UsageError(
                     "margin applies to same-padding models only; a valid-padding model's "
                     "context is fixed by its architecture."
                 )
@@ -313,7 +214,7 @@ def plan_tiles(image_shape, depth=4, padding="valid", tile=None, max_tile=MAX_TI
         elif margin is not None:
             context = int(margin)
             if context < 0:
-                raise ValueError(f"margin must be >= 0, got {margin!r}.")
+                raise UsageError(f"margin must be >= 0, got {margin!r}.")
         else:
             context = default_context(depth, padding)
             if size is not None:
@@ -379,9 +280,9 @@ def _tta_mode(tta, tile):
     if tta is True:
         return "d4" if tile[0] == tile[1] else "flips"
     if tta not in TTA_MODES:
-        raise ValueError(f"tta must be True, False or one of {TTA_MODES}, got {tta!r}.")
+        raise UsageError(f"`tta` must be True, False or one of {TTA_MODES}, got {tta!r}.")
     if tta == "d4" and tile[0] != tile[1]:
-        raise ValueError(f"tta='d4' needs square tiles, got {tile}; use tta='flips'.")
+        raise UsageError(f"`tta='d4'` needs square tiles, got {tile}; use `tta='flips'`.")
     return tta
 
 
@@ -393,14 +294,14 @@ def _as_model_input(image, channels):
     if image.ndim == 2:
         image = image[..., None]
     if image.ndim != 3:
-        raise ValueError(
+        raise UsageError(
             f"The image must be (height, width) or (height, width, channels), got shape "
             f"{image.shape}."
         )
     if image.shape[2] != channels:
-        raise ValueError(
+        raise UsageError(
             f"The image has {image.shape[2]} channel(s) but the model takes {channels}; "
-            "convert it first (unet.data converts gray, RGB and RGBA)."
+            "prepare it first with unet.prepare_image(image, channels)."
         )
     return image.astype(np.float32, copy=False)
 
@@ -457,14 +358,14 @@ def predict_tiled(
     height, width = image.shape[:2]
     static = geometry.input_size
     if None not in static:
-        if tile is not None and _pair(tile, "tile") != tuple(static):
-            raise ValueError(
+        if tile is not None and as_pair(tile, "tile") != tuple(static):
+            raise UsageError(
                 f"Model {model.name!r} has the fixed input size {tuple(static)}, so it "
                 f"cannot use tile={tile!r}; leave tile unset."
             )
         tile = static
-    elif None in _pair(tile, "tile") and tile is not None:
-        raise ValueError(f"tile must be an int or (height, width) of ints, got {tile!r}.")
+    elif None in as_pair(tile, "tile") and tile is not None:
+        raise UsageError(f"tile must be an int or (height, width) of ints, got {tile!r}.")
     elif tile is None and geometry.padding == "valid" and geometry.resize_skips:
         warnings.warn(
             f"Model {model.name!r} has valid padding and resizes its skip features, so its "
@@ -473,7 +374,7 @@ def predict_tiled(
             stacklevel=2,
         )
     if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size!r}.")
+        raise UsageError(f"batch_size must be at least 1, got {batch_size!r}.")
     plan = plan_tiles(
         (height, width), geometry.depth, geometry.padding, tile, max_tile, margin
     )
@@ -510,150 +411,3 @@ def predict_tiled(
     if all_classes:
         return result
     return result[..., 0] if channels == 1 else result[..., 1]
-
-
-# --------------------------------------------------------------------------------------
-# Files in, files out (what `python -m unet predict` runs)
-# --------------------------------------------------------------------------------------
-def collect_images(inputs):
-    """Image files named directly or found (not recursively) in folders.
-
-    Returns
-    -------
-    list of pathlib.Path
-        In the given order, folders sorted by name, duplicates removed.
-
-    Raises
-    ------
-    FileNotFoundError, ValueError
-        For a missing input, an unsupported file, a folder without images, or two
-        images with the same name (their outputs would collide).
-    """
-    from .data import IMAGE_EXTENSIONS, list_images
-
-    paths = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            found = list_images(item)
-            if not found:
-                raise ValueError(f"Folder {item} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
-            paths.extend(found)
-        elif item.is_file():
-            if item.suffix.lower() not in IMAGE_EXTENSIONS:
-                raise ValueError(
-                    f"{item} is not an image; give files ending in {', '.join(IMAGE_EXTENSIONS)}."
-                )
-            paths.append(item)
-        else:
-            raise FileNotFoundError(f"Input {item} does not exist.")
-    paths = list(dict.fromkeys(p.resolve() for p in paths))
-    seen = {}
-    for path in paths:
-        if path.stem in seen:
-            raise ValueError(
-                f"Two inputs are named {path.stem!r} ({seen[path.stem]} and {path}); their "
-                "outputs would collide, so predict them into separate --out folders."
-            )
-        seen[path.stem] = path
-    return paths
-
-
-def _output_dir(out_dir, names, overwrite):
-    """Create OUT; refuse to replace any output file already there unless overwrite."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} is a file; give a folder for the results.")
-    planned = [out / "spores.csv", out / "summary.csv"]
-    planned += [out / f"{n}_{kind}.png" for n in names for kind in ("mask", "overlay")]
-    clashes = [p for p in planned if p.exists()]
-    if clashes and not overwrite:
-        raise FileExistsError(
-            f"{out} already holds results ({clashes[0].name}"
-            f"{f' and {len(clashes) - 1} more' if len(clashes) > 1 else ''}); "
-            "choose another --out or pass --overwrite."
-        )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise PermissionError(f"Cannot create {out} ({error.strerror}).") from None
-    if not os.access(out, os.W_OK):
-        raise PermissionError(f"Cannot write to {out}; choose another --out.")
-    return out
-
-
-def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=None,
-                   overwrite=False, progress=False):
-    """Segment, split and measure the spores in image files of any size.
-
-    Each image is normalised as in training, predicted at its own size by
-    :func:`predict_tiled` (no resizing), thresholded, and split into spores by
-    :func:`unet.count.label_spores`.
-
-    Parameters
-    ----------
-    model : keras.Model
-        A trained U-Net.
-    inputs : sequence of path
-        Image files and/or folders of images.
-    out_dir : path
-        Output folder (created). Writes ``NAME_mask.png`` (0/255), ``NAME_overlay.png``
-        (the image with every counted spore outlined), ``spores.csv`` (one row per
-        spore: ``image`` and the columns of :func:`unet.count.measure_spores`) and
-        ``summary.csv`` (``image,count``).
-    threshold : float
-        Foreground probability threshold.
-    tta : bool
-        Test-time augmentation (see :func:`predict_tiled`).
-    min_area : int, optional
-        Smallest spore in pixels (default :data:`unet.count.MIN_AREA`).
-    overwrite : bool
-        Replace result files already in ``out_dir``.
-    progress : bool
-        Show a progress bar over images.
-
-    Returns
-    -------
-    list of (str, int)
-        ``(image name, spore count)`` for each image.
-    """
-    import csv
-
-    from PIL import Image
-    from tqdm.auto import tqdm
-
-    from .count import MIN_AREA, SPORE_COLUMNS, count_spores
-    from .data import check_image_file, normalize, read_image, to_channels
-    from .plot import outline_overlay
-
-    paths = collect_images(inputs)
-    for path in paths:  # fail on a broken input before writing anything
-        check_image_file(path)
-    out = _output_dir(out_dir, [p.stem for p in paths], overwrite)
-    channels = model_geometry(model).channels
-    summary, rows = [], []
-    # disable=None: no bar when stderr is not a terminal (logs, CI)
-    for path in tqdm(paths, desc="predict", unit="image", disable=None if progress else True):
-        raw = read_image(path)
-        image = normalize(to_channels(raw, channels))
-        prob = predict_tiled(model, image, tta=tta)
-        spores = count_spores(
-            prob, threshold, intensity_image=to_channels(raw, 1),
-            min_area=MIN_AREA if min_area is None else min_area,
-        )
-        mask = (prob > threshold).astype(np.uint8) * 255
-        Image.fromarray(mask).save(out / f"{path.stem}_mask.png")
-        Image.fromarray(outline_overlay(raw, spores.labels)).save(out / f"{path.stem}_overlay.png")
-        for i in range(spores.count):
-            rows.append([path.stem] + [spores.table[c][i] for c in SPORE_COLUMNS])
-        summary.append((path.stem, spores.count))
-    with (out / "spores.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image", *SPORE_COLUMNS])
-        writer.writerows(
-            [r[0], *(f"{v:.4g}" if isinstance(v, float) else v for v in r[1:])] for r in rows
-        )
-    with (out / "summary.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image", "count"])
-        writer.writerows(summary)
-    return summary

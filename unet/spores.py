@@ -35,13 +35,15 @@ byte-identical files.
 
 from __future__ import annotations
 
-import csv
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .errors import UsageError, as_pair, check_choice
+from .io import save_png, write_csv
 
 SPLITS = ("train", "val", "test", "fields")
 DEFAULT_COUNTS = {"train": 1000, "val": 150, "test": 150, "fields": 4}
@@ -318,7 +320,7 @@ def _relabel(labels):
     present = np.unique(labels)
     present = present[present > 0]
     if present.size > np.iinfo(np.uint16).max:
-        raise ValueError(f"{present.size} spores do not fit 16-bit labels; render a smaller image.")
+        raise UsageError(f"{present.size} spores do not fit 16-bit labels; render a smaller image.")
     lut = np.zeros(int(labels.max()) + 1, np.uint16)
     lut[present] = np.arange(1, present.size + 1, dtype=np.uint16)
     return lut[labels]
@@ -499,15 +501,6 @@ def _render_scene(rng, shape, n_spores, style, origin=(0, 0), reference=None, ce
 # --------------------------------------------------------------------------------------
 # Public rendering functions
 # --------------------------------------------------------------------------------------
-def _pair(size, name):
-    if np.ndim(size) == 0:
-        size = (size, size)
-    size = tuple(int(s) for s in size)
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"{name} must be a positive int or (height, width), got {size!r}.")
-    return size
-
-
 def render_crop(rng=None, style=None, size=None):
     """Render one microscope crop with a few spores.
 
@@ -532,7 +525,7 @@ def render_crop(rng=None, style=None, size=None):
     r_layout, r_scene = rng.spawn(2)
     if size is None:
         size = r_layout.integers(style.crop_size[0], style.crop_size[1] + 1, 2)
-    size = _pair(size, "size")
+    size = as_pair(size, "size", positive=True)
     low, high = style.spores_per_crop
     n = int(r_layout.integers(low, high + 1))
     ref = style.reference_field  # where in an imagined field the crop was cut
@@ -560,17 +553,11 @@ def render_field(rng=None, shape=(FIELD_SIZE, FIELD_SIZE), style=None):
     style = style or SporeStyle()
     rng = np.random.default_rng(rng)
     r_layout, r_scene = rng.spawn(2)
-    shape = _pair(shape, "shape")
+    shape = as_pair(shape, "shape", positive=True)
     margin = style.major_axis[1] / 2
     area = (shape[0] + margin) * (shape[1] + margin)
     n = int(r_layout.poisson(style.field_density * area / 1e6))
     return _render_scene(r_scene, shape, n, style, (0, 0), reference=shape)
-
-
-def count_labels(labels):
-    """The number of spores in a label image: its distinct non-zero labels."""
-    values = np.unique(labels)
-    return int(np.count_nonzero(values))
 
 
 def render_split(split, n, seed=0, style=None, field_size=FIELD_SIZE):
@@ -600,8 +587,7 @@ def render_split(split, n, seed=0, style=None, field_size=FIELD_SIZE):
     image, labels : numpy.ndarray
         As in :func:`render_crop`.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
+    check_choice("split", split, SPLITS)
     root = np.random.SeedSequence(seed).spawn(len(SPLITS))[SPLITS.index(split)]
     for i, child in enumerate(root.spawn(n)):
         if split == "fields":
@@ -613,12 +599,6 @@ def render_split(split, n, seed=0, style=None, field_size=FIELD_SIZE):
 # --------------------------------------------------------------------------------------
 # Writing a data set
 # --------------------------------------------------------------------------------------
-def _save_png(array, path):
-    from PIL import Image
-
-    Image.fromarray(array).save(path, format="PNG")  # Pillow writes no time or metadata
-
-
 def generate_dataset(
     out_dir,
     train=DEFAULT_COUNTS["train"],
@@ -667,20 +647,22 @@ def generate_dataset(
     counts = {"train": train, "val": val, "test": test, "fields": fields}
     for name, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
+            raise UsageError(f"`{name}` must be a non-negative integer, got {value!r}.")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
+        raise UsageError(f"`seed` must be a non-negative integer, got {seed!r}.")
     if fields and field_size < FIELD_SIZE:
-        raise ValueError(f"field_size must be at least {FIELD_SIZE} px, got {field_size}.")
+        raise UsageError(f"`field_size` must be at least {FIELD_SIZE} px, got {field_size}.")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out} exists and is not a folder; choose another output path.")
     existing = [out / s for s in SPLITS if (out / s).exists() and any((out / s).iterdir())]
     if existing and not overwrite:
         raise FileExistsError(
-            f"{existing[0]} already exists and is not empty; pass --overwrite "
-            "(overwrite=True) to replace the generated splits."
+            f"{existing[0]} already exists and is not empty; pass `overwrite=True` to "
+            "replace the generated splits."
         )
+    from .count import count_labels  # here, not at the top: the CLI's --help reads this module
+
     start = time.perf_counter()
     for s in SPLITS:
         if (out / s).is_dir() and not (out / s).is_symlink():
@@ -701,16 +683,13 @@ def generate_dataset(
             (folder / sub).mkdir(parents=True, exist_ok=True)
         rows = []
         for name, image, labels in render_split(split, n, seed, style, field_size):
-            _save_png(image, folder / "images" / f"{name}.png")
+            save_png(image, folder / "images" / f"{name}.png")
             mask = np.where(labels > 0, 255, 0).astype(np.uint8)
-            _save_png(mask, folder / "masks" / f"{name}.png")
-            _save_png(labels, folder / "labels" / f"{name}.png")
+            save_png(mask, folder / "masks" / f"{name}.png")
+            save_png(labels, folder / "labels" / f"{name}.png")
             rows.append((name, count_labels(labels)))
             bar.update()
-        with open(folder / "counts.csv", "w", newline="") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(["name", "count"])
-            writer.writerows(rows)
+        write_csv(folder / "counts.csv", ["name", "count"], rows)
         summary["splits"][split] = {"images": n, "spores": sum(c for _, c in rows)}
         summary["files"] += 3 * n + 1
     bar.close()

@@ -1,0 +1,475 @@
+"""Files and folders: reading images, masks and labels; data folders; safe writing.
+
+No TensorFlow here. A *data folder* holds ``images/NAME.ext`` and ``masks/NAME.ext``
+matched by file stem, and optionally ``labels/NAME.ext`` (instance label images,
+0 = background) and ``counts.csv`` (``name,count``). Images may be PNG, JPEG, TIFF
+(or BMP), 8- or 16-bit (or float TIFF), grayscale, RGB or RGBA, of any size. Masks
+are read as binary: any value > 0 is foreground, so 0/1, 0/255 and label images
+all work.
+
+Decisions worth knowing:
+
+* Hidden files (``.DS_Store``, ``._x.png``) and sub-folders are ignored silently;
+  other files whose extension is not an image extension are skipped with one
+  warning per folder, so a stray ``README.txt`` does not stop training.
+* A file that has an image extension but cannot be decoded is an error.
+* Every file the package writes goes to a temporary name in the same folder first
+  and is renamed into place (:func:`atomic_path`), so a crash never leaves a
+  half-written file under the real name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import secrets
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UsageError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+_TIFF = (".tif", ".tiff")
+JPEG_EXTENSIONS = (".jpg", ".jpeg")
+_SHOW = 5  # how many file names an error message lists
+
+
+# --------------------------------------------------------------------------------------
+# Reading files
+# --------------------------------------------------------------------------------------
+def _stem(path):
+    """File name without its extension (``a.ome.tif`` -> ``a``)."""
+    stem = Path(path).stem
+    return stem[:-4] if stem.lower().endswith(".ome") else stem
+
+
+def _unreadable(path, error):
+    return UsageError(
+        f"Cannot read {path} as an image ({error.__class__.__name__}: {error}); "
+        "replace it with a valid PNG, JPEG or TIFF file or remove it."
+    )
+
+
+def _check_exists(path):
+    if not path.exists():
+        raise FileNotFoundError(f"Image file {path} does not exist.")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not an image file.")
+
+
+def check_image_file(path):
+    """Check that a file exists and opens as an image, reading only its header.
+
+    Cheap enough to run over every input before any output is written; a file that
+    is corrupt beyond its header is still caught later by :func:`read_image`.
+
+    Raises
+    ------
+    FileNotFoundError, IsADirectoryError, UsageError
+        As :func:`read_image` would.
+    """
+    path = Path(path)
+    _check_exists(path)
+    try:
+        if path.suffix.lower() in _TIFF:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                tif.pages[0].shape  # noqa: B018  (parses the first page's header)
+        else:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                im.size  # noqa: B018
+    except Exception as error:
+        raise _unreadable(path, error) from None
+
+
+def _read_raw(path, palette_as_index=False):
+    path = Path(path)
+    _check_exists(path)
+    try:
+        if path.suffix.lower() in _TIFF:
+            import tifffile
+
+            array = np.asarray(tifffile.imread(path))
+        else:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                im.load()
+                if im.mode == "P" and not palette_as_index:
+                    im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+                elif im.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                    im = im.convert("RGB")
+                elif im.mode == "PA":
+                    im = im.convert("RGBA")
+                array = np.asarray(im)
+    except Exception as error:  # corrupt, truncated or not an image at all
+        raise _unreadable(path, error) from None
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    while array.ndim > 3 and array.shape[0] == 1:  # leading singleton axes of TIFFs
+        array = array[0]
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    elif array.ndim == 3 and array.shape[0] == 1 and array.shape[-1] not in (2, 3, 4):
+        array = array[0]
+    if array.ndim == 3 and array.shape[-1] not in (2, 3, 4) and array.shape[0] in (2, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # channels-first TIFF
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (2, 3, 4)):
+        raise UsageError(
+            f"{path} holds an array of shape {array.shape}, not a 2-D grayscale, RGB or RGBA "
+            "image; save one 2-D image per file (no stacks or multi-page TIFFs)."
+        )
+    return array
+
+
+def read_image(path):
+    """Read an image file as it is stored.
+
+    Parameters
+    ----------
+    path : str or Path
+        A PNG, JPEG, BMP or TIFF file (TIFF through tifffile).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W)`` or ``(H, W, C)`` with C in 2 (gray + alpha), 3 or 4, in the file's
+        own dtype (uint8, uint16, float32, ...). Palette images become RGB(A);
+        channels-first TIFFs are moved to channels-last.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    UsageError
+        If it cannot be decoded or is not a single 2-D image.
+    """
+    return _read_raw(path)
+
+def read_mask(path):
+    """Read a mask file as binary: any value > 0 is foreground.
+
+    0/1, 0/255 and label images all work; for a colour mask any colour channel
+    > 0 is foreground (an alpha channel is ignored). Palette images are read by
+    their palette index.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 ``(H, W)`` of 0 and 1.
+    """
+    raw = _read_raw(path, palette_as_index=True)
+    if raw.ndim == 3:
+        raw = raw[..., :-1] if raw.shape[-1] in (2, 4) else raw
+        return (raw > 0).any(axis=-1).astype(np.uint8)
+    return (raw > 0).astype(np.uint8)
+
+
+def read_labels(path):
+    """Read an instance label image (0 = background, one integer per object).
+
+    A colour label image (one colour per object, black background) is turned
+    into integer labels.
+
+    Returns
+    -------
+    numpy.ndarray
+        int32 ``(H, W)``.
+    """
+    raw = _read_raw(path, palette_as_index=True)
+    if raw.ndim == 3:
+        raw = raw[..., :-1] if raw.shape[-1] in (2, 4) else raw
+        colours, inverse = np.unique(raw.reshape(-1, raw.shape[-1]), axis=0, return_inverse=True)
+        foreground = colours.any(axis=1)
+        # black stays 0, the other colours become 1, 2, ...
+        ids = (np.cumsum(foreground) * foreground).astype(np.int32)
+        return ids[inverse.reshape(raw.shape[:2])]
+    if np.issubdtype(raw.dtype, np.floating):
+        if not np.all(raw == np.round(raw)):
+            raise UsageError(
+                f"Label image {path} holds fractional values; labels must be integers."
+            )
+    if raw.min() < 0:
+        raise UsageError(f"Label image {path} holds negative values; labels must be >= 0.")
+    return raw.astype(np.int32)
+
+
+# --------------------------------------------------------------------------------------
+# Data folders
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Pair:
+    """One sample of a data folder: its name (file stem) and file paths."""
+
+    name: str
+    image: Path
+    mask: Path
+    labels: Path | None = None
+
+
+def listing(names):
+    names = sorted(names)
+    shown = ", ".join(names[:_SHOW])
+    return shown + (f" and {len(names) - _SHOW} more" if len(names) > _SHOW else "")
+
+
+def list_images(folder):
+    """Image files of one folder, sorted by name.
+
+    Hidden files and sub-folders are ignored silently; files with a non-image
+    extension are skipped with one warning.
+
+    Returns
+    -------
+    list of pathlib.Path
+
+    Raises
+    ------
+    FileNotFoundError, NotADirectoryError
+        If ``folder`` does not exist or is a file.
+    UsageError
+        If two files share a stem (``a.png`` and ``a.tif``).
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise FileNotFoundError(f"Folder {folder} does not exist.")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is a file, not a folder of images.")
+    images, others = [], []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or entry.is_dir():
+            continue
+        (images if entry.suffix.lower() in IMAGE_EXTENSIONS else others).append(entry)
+    if others:
+        warnings.warn(
+            f"Skipping {len(others)} non-image file(s) in {folder}: "
+            f"{listing(p.name for p in others)} (images must be {', '.join(IMAGE_EXTENSIONS)}).",
+            stacklevel=2,
+        )
+    by_stem = {}
+    for path in images:
+        by_stem.setdefault(_stem(path), []).append(path)
+    duplicates = [paths for paths in by_stem.values() if len(paths) > 1]
+    if duplicates:
+        example = " and ".join(p.name for p in duplicates[0])
+        raise UsageError(
+            f"{folder} holds files with the same name but different extensions ({example}); "
+            "keep one file per name."
+        )
+    return images
+
+
+def find_pairs(folder):
+    """Match ``images/`` with ``masks/`` (and optional ``labels/``) by file stem.
+
+    Parameters
+    ----------
+    folder : str or Path
+        A data folder with ``images/`` and ``masks/`` sub-folders.
+
+    Returns
+    -------
+    list of Pair
+        Sorted by name.
+
+    Raises
+    ------
+    FileNotFoundError, NotADirectoryError
+        If the folder or its ``images/`` or ``masks/`` is missing.
+    UsageError
+        If there are no images, an image has no mask or a mask no image (or the
+        same for ``labels/``), or two files share a stem.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise FileNotFoundError(f"Data folder {folder} does not exist.")
+    if not folder.is_dir():
+        raise NotADirectoryError(
+            f"{folder} is a file; give a data folder holding images/ and masks/."
+        )
+    for sub in ("images", "masks"):
+        if not (folder / sub).is_dir():
+            raise FileNotFoundError(
+                f"Data folder {folder} has no {sub}/ sub-folder; it must hold images/ and "
+                "masks/ with matching file names."
+            )
+    images = {_stem(p): p for p in list_images(folder / "images")}
+    if not images:
+        raise UsageError(
+            f"{folder / 'images'} holds no image files; add PNG, JPEG or TIFF images."
+        )
+    masks = {_stem(p): p for p in list_images(folder / "masks")}
+    _check_matching(images, masks, folder / "images", folder / "masks")
+    labels = None
+    if (folder / "labels").is_dir():
+        labels = {_stem(p): p for p in list_images(folder / "labels")}
+        _check_matching(images, labels, folder / "images", folder / "labels")
+    return [
+        Pair(name, images[name], masks[name], labels[name] if labels else None)
+        for name in sorted(images)
+    ]
+
+
+def _check_matching(images, others, image_dir, other_dir):
+    missing = set(images) - set(others)
+    if missing:
+        raise UsageError(
+            f"{len(missing)} image(s) in {image_dir} have no file of the same name in "
+            f"{other_dir}: {listing(missing)}; add them or remove those images."
+        )
+    orphans = set(others) - set(images)
+    if orphans:
+        raise UsageError(
+            f"{len(orphans)} file(s) in {other_dir} have no image of the same name in "
+            f"{image_dir}: {listing(orphans)}; add the images or remove those files."
+        )
+
+
+
+
+def check_data_dir(data_dir, splits=("train", "val")):
+    """Check that a data set root holds the given split folders.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    NotADirectoryError, UsageError
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise NotADirectoryError(f"Data directory {data_dir} does not exist.")
+    missing = [s for s in splits if not (data_dir / s).is_dir()]
+    if missing:
+        raise UsageError(
+            f"Data directory {data_dir} has no {' or '.join(m + '/' for m in missing)} folder; "
+            f"it must hold {' and '.join(s + '/' for s in splits)}, each with images/ and "
+            "masks/ (see data/README.md)."
+        )
+    return data_dir
+
+
+def read_counts(folder):
+    """True object counts of a data folder: ``counts.csv`` (name,count), else ``labels/``.
+
+    Returns
+    -------
+    dict
+        image name -> count; empty when the folder has neither.
+    """
+    from .count import count_labels
+
+    folder = Path(folder)
+    table = folder / "counts.csv"
+    if table.exists():
+        with table.open() as f:
+            try:
+                return {row["name"]: int(row["count"]) for row in csv.DictReader(f)}
+            except (KeyError, ValueError):
+                raise UsageError(
+                    f"{table} must have the columns name,count with integer counts."
+                ) from None
+    labels_dir = folder / "labels"
+    if labels_dir.is_dir():
+        return {_stem(p): count_labels(read_labels(p)) for p in list_images(labels_dir)}
+    return {}
+
+
+def collect_images(inputs):
+    """Image files named directly or found (not recursively) in folders.
+
+    Returns
+    -------
+    list of pathlib.Path
+        In the given order, folders sorted by name, duplicates removed.
+
+    Raises
+    ------
+    FileNotFoundError, UsageError
+        For a missing input, an unsupported file, a folder without images, or two
+        images with the same name (their outputs would collide).
+    """
+    paths = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = list_images(item)
+            if not found:
+                raise UsageError(f"Folder {item} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
+            paths.extend(found)
+        elif item.is_file():
+            if item.suffix.lower() not in IMAGE_EXTENSIONS:
+                raise UsageError(
+                    f"{item} is not an image; give files ending in {', '.join(IMAGE_EXTENSIONS)}."
+                )
+            paths.append(item)
+        else:
+            raise FileNotFoundError(f"Input {item} does not exist.")
+    paths = list(dict.fromkeys(p.resolve() for p in paths))
+    seen = {}
+    for path in paths:
+        if path.stem in seen:
+            raise UsageError(
+                f"Two inputs are named {path.stem!r} ({seen[path.stem]} and {path}); their "
+                "outputs would collide, so predict them into separate `out_dir` folders."
+            )
+        seen[path.stem] = path
+    return paths
+
+
+# --------------------------------------------------------------------------------------
+# Writing files: a temporary name in the same folder, then a rename
+# --------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def atomic_path(path):
+    """A temporary path beside ``path``, renamed onto ``path`` when the block succeeds.
+
+    Write the file to the yielded path (with any library: Pillow, tifffile, Keras).
+    On success it replaces ``path`` in one ``os.replace`` (atomic on POSIX and
+    Windows within one file system), so readers and crashes see either the old file
+    or the complete new one, never a half-written one. On an error the temporary
+    file is removed and ``path`` is left as it was.
+
+    The temporary name keeps ``path``'s extension (``.NAME.tmp-PID-XXXX.png``), since
+    some writers choose the format by it.
+    """
+    path = Path(path)
+    # Not mkstemp: its 0600 mode would survive the rename; the writer creates the file
+    # with the usual permissions instead.
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path, text):
+    """Write a text file atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_csv(path, header, rows):
+    """Write a CSV file (one header row, then ``rows``) atomically."""
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def save_png(array, path):
+    """Write an array as a PNG atomically (Pillow; no time or other metadata)."""
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.asarray(array)).save(tmp, format="PNG")
