@@ -9,16 +9,18 @@ STAMP  := $(VENV)/.installed
 DATA   ?= data/spores
 RUN    ?= runs/demo
 FIELD  ?= $(DATA)/fields/images/field_000.png
+# The versions the results were measured with; `make install CONSTRAINTS=` takes the newest.
+CONSTRAINTS ?= constraints/measured.txt
 
-.PHONY: help install demo test notebooks figures data sample bench clean
+.PHONY: help install demo test lowest docs notebooks figures data sample bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt -e .
+	$(BIN)/pip install --quiet -r requirements.txt $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 	touch $@
 
 install: $(STAMP)  ## create .venv with the requirements and the package (editable)
@@ -52,6 +54,14 @@ notebooks: $(STAMP) $(DATA)/.complete  ## execute every notebook in full mode, o
 			--ExecutePreprocessor.timeout=7200 "$$nb" || exit 1; \
 	done
 
+lowest:  ## install beside tensorflow-cpu at the lowest supported versions, check pip changes nothing, run the tests there
+	bash scripts/check_lowest.sh
+
+docs: $(STAMP)  ## API reference from the docstrings into docs/api (pdoc)
+	$(BIN)/pip install --quiet "pdoc>=14"
+	$(PY) -m pdoc unet -o docs/api --docformat numpy
+	@echo "API reference: docs/api/index.html"
+
 figures: $(STAMP)  ## redraw markdown images/ (result figures need `make demo` first)
 	$(PY) scripts/make_figures.py
 
@@ -59,5 +69,5 @@ bench: $(STAMP) $(DATA)/.complete  ## run the benchmarks (prints the table, JSON
 	$(PY) benchmarks/run_all.py
 
 clean:  ## remove generated data, runs and caches (keeps .venv and the committed sample)
-	rm -rf $(DATA)/train $(DATA)/val $(DATA)/test $(DATA)/fields $(DATA)/.complete runs benchmarks/results
+	rm -rf $(DATA)/train $(DATA)/val $(DATA)/test $(DATA)/fields $(DATA)/.complete runs benchmarks/results docs/api .venv-lowest
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

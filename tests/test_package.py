@@ -1,4 +1,6 @@
-"""The package's layers: every import, function-level ones included, points downwards.
+"""The package's shape: layered imports, a cheap `import unet`, clear start-up errors.
+
+Layers: every import, function-level ones included, points downwards.
 
 A module may import the modules of the layers below its own and, within its layer,
 those listed before it; so the import graph has no cycle. A new module must be
@@ -105,3 +107,23 @@ def test_help_and_version_start_no_tensorflow(args):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()
+
+
+def test_a_missing_tensorflow_is_one_clear_line():
+    code = (
+        "import importlib.util, unet\n"
+        "real = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda name, *a: None if name == 'tensorflow' else real(name, *a)\n"
+        "try:\n    unet.unet_model\nexcept ModuleNotFoundError as error:\n    print(error)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "unet-spores[tensorflow]" in done.stdout and "tensorflow-cpu" in done.stdout
+
+
+def test_tensorflow_starts_quietly_and_registers_the_saved_model_classes():
+    code = ("import unet, keras\n"
+            "assert keras.saving.get_registered_object('unet>ResizeToMatch') is not None\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "absl::InitializeLog" not in done.stderr and "cuda drivers" not in done.stderr
