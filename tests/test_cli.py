@@ -45,8 +45,10 @@ def test_evaluate_json_is_one_object_with_pooled_scores(trained_run, sample_dir)
     code, out, err = run_cli("evaluate", "--model", run, "--data", sample_dir / "test", "--json")
     assert code == 0, err
     result = json.loads(out)
-    for key in ("dice", "iou", "precision", "recall"):
+    for key in ("dice", "iou", "precision", "recall", "object_precision", "object_recall",
+                "object_f1", "ap_50_95"):
         assert 0.0 <= result[key] <= 1.0
+    assert result["object_truth"] == "labels"
     assert result["images"] == 4 and len(result["per_image"]) == 4
     counts = {r["name"]: int(r["count"]) for r in csv.DictReader(open(sample_dir / "test" / "counts.csv"))}
     assert result["count_true"] == sum(counts.values())

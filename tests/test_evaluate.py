@@ -112,3 +112,42 @@ def test_predictions_must_keep_the_image_size(tmp_path):
         evaluate(lambda raw: np.zeros((4, 4)), tmp_path, count=False)
     with pytest.raises(ValueError, match="keras.Model or a function"):
         evaluate("model.keras", tmp_path)
+
+
+def test_object_scores_are_pooled_and_name_their_truth(tmp_path):
+    """Two squares, one predicted well, one merged with an invented neighbour."""
+    mask = np.zeros((40, 40), bool)
+    mask[2:10, 2:10] = True  # object A
+    mask[20:30, 20:30] = True  # object B
+    pred = np.zeros((40, 40), np.float32)
+    pred[2:10, 2:10] = 1.0  # A exactly (IoU 1)
+    pred[20:30, 20:25] = 1.0  # half of B (IoU 0.5: no match at 0.5)
+    pred[35:39, 35:39] = 1.0  # invented (16 px, kept by min_area)
+    write_pair(tmp_path, "a", mask)
+    result = evaluate(lambda raw: pred, tmp_path, min_area=4)
+    # tp 1, fp 2 (half of B, the invented one), fn 1 (B)
+    assert result["object_truth"] == "mask components"
+    assert result["object_precision"] == pytest.approx(1 / 3)
+    assert result["object_recall"] == pytest.approx(1 / 2)
+    assert result["object_f1"] == pytest.approx(2 / (3 + 2))
+    # AP(t) = tp / (tp + fp + fn): 1/4 at every threshold (A matches up to IoU 1)
+    assert result["ap_50_95"] == pytest.approx(0.25)
+
+    ids = np.zeros((40, 40), np.uint16)  # the same truth as an instance-id mask
+    ids[2:10, 2:10], ids[20:30, 20:30] = 3, 7
+    ids_dir = tmp_path / "ids"
+    write_pair(ids_dir, "a", mask)
+    Image.fromarray(ids).save(ids_dir / "masks" / "a.png")
+    assert evaluate(lambda raw: pred, ids_dir, min_area=4)["object_truth"] == "mask ids"
+
+
+def test_a_perfect_method_scores_one_on_objects(sample_dir):
+    from unet.io import read_labels
+
+    folder = sample_dir / "test"
+    labels = {p.name: read_labels(p.labels) for p in find_pairs(folder)}
+    order = iter(sorted(labels))
+    result = evaluate(lambda raw: (labels[next(order)] > 0).astype(np.float32), folder,
+                      split_h=0.5)
+    assert result["object_truth"] == "labels"
+    assert result["object_f1"] > 0.9 and result["ap_50_95"] > 0.8

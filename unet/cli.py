@@ -212,6 +212,10 @@ def _evaluate(args):
     print(f"{result['images']} images, {result['pixels']:,} pixels, threshold {threshold}")
     for key in ("dice", "iou", "precision", "recall"):
         print(f"  {key:<10}{result[key]:.4f}")
+    if "object_f1" in result:
+        print(f"  objects   F1 {result['object_f1']:.4f} at IoU 0.5 (precision "
+              f"{result['object_precision']:.4f}, recall {result['object_recall']:.4f}), "
+              f"AP 0.5:0.95 {result['ap_50_95']:.4f}; truth: {result['object_truth']}")
     if "count_true" in result:
         print(f"  spores    {result['count_pred']} predicted / {result['count_true']} true "
               f"(mean error {100 * result['count_error']:.1f} % per image)")

@@ -352,24 +352,15 @@ def match_spores(true_labels, pred_labels, min_iou=0.5):
         )
     if not 0.5 <= min_iou < 1:
         raise UsageError(f"min_iou must be in [0.5, 1) for a unique matching, got {min_iou}.")
-    from skimage.segmentation import relabel_sequential
-
-    t, _, true_ids = relabel_sequential(true_labels.astype(np.int64))
-    p, _, pred_ids = relabel_sequential(pred_labels.astype(np.int64))
-    n_true, n_pred = int(t.max()), int(p.max())
-    both = (t > 0) & (p > 0)
-    inter = np.bincount(t[both] * (n_pred + 1) + p[both], minlength=(n_true + 1) * (n_pred + 1))
-    inter = inter.reshape(n_true + 1, n_pred + 1)[1:, 1:].astype(np.float64)
-    area_t = np.bincount(t.ravel(), minlength=n_true + 1)[1:].astype(np.float64)
-    area_p = np.bincount(p.ravel(), minlength=n_pred + 1)[1:].astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = inter / (area_t[:, None] + area_p[None, :] - inter)
+    n_true, n_pred, pair_t, pair_p, iou, true_ids, pred_ids = _overlaps(true_labels, pred_labels)
     matched = iou > min_iou
     tp = int(matched.sum())
     fp, fn = n_pred - tp, n_true - tp
     precision = tp / n_pred if n_pred else float(n_true == 0)
     recall = tp / n_true if n_true else float(n_pred == 0)
     f1 = 2 * tp / (n_true + n_pred) if n_true + n_pred else 1.0
+    missed = np.setdiff1d(np.arange(1, n_true + 1), pair_t[matched])
+    invented = np.setdiff1d(np.arange(1, n_pred + 1), pair_p[matched])
     return {
         "tp": tp,
         "fp": fp,
@@ -378,6 +369,62 @@ def match_spores(true_labels, pred_labels, min_iou=0.5):
         "recall": float(recall),
         "f1": float(f1),
         "mean_iou": float(iou[matched].mean()) if tp else float("nan"),
-        "missed": np.asarray(true_ids[np.flatnonzero(~matched.any(axis=1)) + 1]),
-        "invented": np.asarray(pred_ids[np.flatnonzero(~matched.any(axis=0)) + 1]),
+        "missed": np.asarray(true_ids[missed]),
+        "invented": np.asarray(pred_ids[invented]),
     }
+
+
+def _overlaps(true_labels, pred_labels):
+    """The overlapping (true, predicted) object pairs of two label images and their IoU.
+
+    Only pairs that share pixels are listed, so the cost grows with the pixels, not with
+    the product of the object counts.
+
+    Returns
+    -------
+    tuple
+        ``(n_true, n_pred, pair_true, pair_pred, iou, true_ids, pred_ids)``: object
+        counts, the pairs as 1-based consecutive indices, their IoU, and the original
+        labels of the consecutive indices (``true_ids[k]`` is the label of index ``k``).
+    """
+    from skimage.segmentation import relabel_sequential
+
+    t, _, true_ids = relabel_sequential(np.asarray(true_labels).astype(np.int64))
+    p, _, pred_ids = relabel_sequential(np.asarray(pred_labels).astype(np.int64))
+    n_true, n_pred = int(t.max(initial=0)), int(p.max(initial=0))
+    both = (t > 0) & (p > 0)
+    codes, inter = np.unique(t[both] * (n_pred + 1) + p[both], return_counts=True)
+    pair_t, pair_p = codes // (n_pred + 1), codes % (n_pred + 1)
+    area_t = np.bincount(t.ravel(), minlength=n_true + 1).astype(np.float64)
+    area_p = np.bincount(p.ravel(), minlength=n_pred + 1).astype(np.float64)
+    iou = inter / (area_t[pair_t] + area_p[pair_p] - inter)
+    return n_true, n_pred, pair_t, pair_p, iou, np.asarray(true_ids), np.asarray(pred_ids)
+
+
+#: IoU thresholds of the mean average precision (2018 Data Science Bowl): 0.5, 0.55, ..., 0.95.
+AP_THRESHOLDS = tuple(np.round(np.arange(0.5, 1.0, 0.05), 2))
+
+
+def object_scores(true_labels, pred_labels, thresholds=AP_THRESHOLDS):
+    """Matched objects of one image at several IoU thresholds (all >= 0.5).
+
+    A predicted object matches a true one when their IoU is above the threshold (unique
+    for thresholds >= 0.5). Pool ``tp``, ``fp`` and ``fn`` over images for precision,
+    recall and F1; the average precision of the image at threshold ``t`` is
+    ``tp / (tp + fp + fn)`` (1 when the image has neither true nor predicted objects),
+    and its mean over the thresholds is the DSB2018 score (AP 0.5:0.95).
+
+    Returns
+    -------
+    dict
+        ``thresholds``, and ``tp``, ``fp``, ``fn``, ``ap`` as arrays over them.
+    """
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    if thresholds.size == 0 or thresholds.min() < 0.5 or thresholds.max() >= 1:
+        raise UsageError(f"IoU `thresholds` must lie in [0.5, 1), got {thresholds.tolist()}.")
+    n_true, n_pred, _, _, iou, _, _ = _overlaps(true_labels, pred_labels)
+    tp = (iou[None, :] > thresholds[:, None]).sum(axis=1)
+    fp, fn = n_pred - tp, n_true - tp
+    union = tp + fp + fn
+    ap = np.where(union > 0, tp / np.maximum(union, 1), 1.0)
+    return {"thresholds": thresholds, "tp": tp, "fp": fp, "fn": fn, "ap": ap}

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ._tf import quiet_retracing
-from .count import label_spores, relative_count_error
+from .count import AP_THRESHOLDS, label_spores, object_scores, relative_count_error
 from .errors import UsageError
 from .image import prepare_image
 from .io import find_pairs, read_counts, read_image, read_labels, read_mask
@@ -40,6 +40,9 @@ class Prediction:
         float32 ``(H, W)`` foreground probability, at the image's own size.
     labels : numpy.ndarray or None
         int32 ``(H, W)`` true instance labels, when the folder has ``labels/``.
+    mask_ids : numpy.ndarray or None
+        int32 ``(H, W)``: the mask itself when it holds instance ids (more than one
+        non-zero value) and there is no ``labels/``.
     """
 
     name: str
@@ -47,6 +50,7 @@ class Prediction:
     truth: np.ndarray
     prob: np.ndarray
     labels: np.ndarray | None = None
+    mask_ids: np.ndarray | None = None
 
 
 def iter_predictions(model, data_dir, tta=False, progress=False, limit=None):
@@ -99,6 +103,10 @@ def iter_predictions(model, data_dir, tta=False, progress=False, limit=None):
                 f"{raw.shape[1]}x{raw.shape[0]}; masks must match their images."
             )
         labels = read_labels(pair.labels) if pair.labels is not None else None
+        mask_ids = None
+        if labels is None:
+            ids = read_labels(pair.mask)
+            mask_ids = ids if np.unique(ids).size > 2 else None
         image = prepare(raw)
         prob = np.asarray(predict(image), dtype=np.float32)
         if prob.shape != truth.shape:
@@ -106,11 +114,32 @@ def iter_predictions(model, data_dir, tta=False, progress=False, limit=None):
                 f"The prediction for {pair.image} has shape {prob.shape}, not the image's "
                 f"{truth.shape}; predictions must keep the image size."
             )
-        yield Prediction(pair.name, image, truth, prob, labels)
+        yield Prediction(pair.name, image, truth, prob, labels, mask_ids)
+
+
+def true_instances(item):
+    """True objects of a :class:`Prediction` and where they come from.
+
+    ``labels/`` when the folder has it; else the mask itself when it holds instance ids
+    (more than one non-zero value); else the connected components of the binary mask
+    (touching objects then count as one).
+
+    Returns
+    -------
+    (numpy.ndarray, str)
+        int32 labels and ``"labels"``, ``"mask ids"`` or ``"mask components"``.
+    """
+    if item.labels is not None:
+        return np.asarray(item.labels, np.int32), "labels"
+    if item.mask_ids is not None:
+        return item.mask_ids, "mask ids"
+    from scipy import ndimage as ndi
+
+    return ndi.label(item.truth)[0].astype(np.int32), "mask components"
 
 
 def evaluate(model, data_dir, threshold=0.5, tta=False, count=True, progress=False,
-             min_area=None):
+             min_area=None, split_h=None):
     """Score a model (or any segmentation method) on ``data_dir/images`` vs ``masks/``.
 
     Parameters
@@ -125,38 +154,61 @@ def evaluate(model, data_dir, threshold=0.5, tta=False, count=True, progress=Fal
     tta : bool
         Average the predictions of flipped/rotated copies (slower, a little better).
     count : bool
-        Also count spores where true counts are available.
+        Also count and match objects.
     progress : bool
         Show a progress bar over images.
-    min_area : int, optional
-        Smallest spore area in pixels for counting (default: that of
-        :func:`unet.count.label_spores`).
+    min_area, split_h
+        Post-processing of :func:`unet.count.label_spores` (defaults: its own, or
+        what a run calibrated).
 
     Returns
     -------
     dict
-        ``dice``, ``iou``, ``precision``, ``recall``, ``images``, ``pixels``, and when
-        counted ``count_true``, ``count_pred`` (totals), ``count_error`` (mean over
-        images of |predicted − true| / true) and ``per_image`` rows.
+        Pixel scores pooled over all pixels of all images: ``dice``, ``iou``,
+        ``precision``, ``recall``; ``images``, ``pixels``. With ``count``: objects
+        matched at IoU >= 0.5, pooled over images (``object_precision``,
+        ``object_recall``, ``object_f1``), the mean over images of the average precision
+        over IoU 0.5:0.95 (``ap_50_95``, the DSB2018 score) and where the true objects
+        came from (``object_truth``: ``labels``, ``mask ids``, ``mask components`` or a
+        mix, see :func:`true_instances`); where true counts exist (``counts.csv`` or
+        ``labels/``): ``count_true``, ``count_pred`` (totals) and ``count_error`` (mean
+        over images of :func:`unet.count.relative_count_error`). ``per_image`` rows.
     """
     data_dir = Path(data_dir)
     truth_counts = read_counts(data_dir) if count else {}
+    post = {k: v for k, v in (("min_area", min_area), ("h", split_h)) if v is not None}
     totals = np.zeros(4, dtype=np.int64)
-    per_image = []
-    images = 0
+    objects = np.zeros((3, len(AP_THRESHOLDS)), dtype=np.int64)  # tp, fp, fn
+    per_image, aps, sources = [], [], set()
     for item in iter_predictions(model, data_dir, tta=tta, progress=progress):
-        images += 1
         pred = item.prob > threshold
         counts = np.asarray(confusion_counts(item.truth, pred), dtype=np.int64)
         totals += counts
         row = {"image": item.name, **scores_from_counts(*counts)}
-        if item.name in truth_counts:
-            kwargs = {} if min_area is None else {"min_area": min_area}
-            n_pred = int(label_spores(item.prob, threshold=threshold, **kwargs).max())
-            row.update(count_true=truth_counts[item.name], count_pred=n_pred)
+        if count:
+            pred_labels = label_spores(item.prob, threshold=threshold, **post)
+            truth, source = true_instances(item)
+            sources.add(source)
+            scores = object_scores(truth, pred_labels)
+            objects += np.stack([scores["tp"], scores["fp"], scores["fn"]])
+            aps.append(float(scores["ap"].mean()))
+            row.update(object_f1=_f1(scores["tp"][0], scores["fp"][0], scores["fn"][0]),
+                       ap_50_95=aps[-1], count_pred=int(pred_labels.max(initial=0)))
+            if item.name in truth_counts:
+                row["count_true"] = truth_counts[item.name]
         per_image.append(row)
 
-    result = {**scores_from_counts(*totals), "images": images, "pixels": int(totals.sum())}
+    result = {**scores_from_counts(*totals), "images": len(per_image),
+              "pixels": int(totals.sum())}
+    if count and per_image:
+        tp, fp, fn = (int(v) for v in objects[:, 0])
+        result.update(
+            object_precision=tp / (tp + fp) if tp + fp else float(tp + fn == 0),
+            object_recall=tp / (tp + fn) if tp + fn else float(tp + fp == 0),
+            object_f1=_f1(tp, fp, fn),
+            ap_50_95=float(np.mean(aps)),
+            object_truth=" + ".join(sorted(sources)),
+        )
     counted = [r for r in per_image if "count_true" in r]
     if counted:
         true = np.array([r["count_true"] for r in counted], dtype=float)
@@ -168,3 +220,7 @@ def evaluate(model, data_dir, threshold=0.5, tta=False, count=True, progress=Fal
         )
     result["per_image"] = per_image
     return result
+
+
+def _f1(tp, fp, fn):
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
