@@ -17,8 +17,8 @@ from pathlib import Path  # noqa: E402
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "spores" / "sample"
 
 #: A small, fast configuration: it learns the sample in seconds on two CPU cores.
-TINY = dict(filters=8, depth=3, epochs=12, batch_size=4, learning_rate=3e-3,
-            early_stopping_patience=12)
+TINY = dict(filters=8, depth=3, steps=48, steps_per_epoch=4, batch_size=4, learning_rate=3e-3,
+            early_stopping_steps=48)
 
 
 @pytest.fixture(scope="session")

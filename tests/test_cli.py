@@ -138,7 +138,7 @@ def test_train_user_errors(capsys, tmp_path, sample_dir):
     assert_user_error(capsys, ["train", "--data", sample_dir, "--out", tmp_path / "r",
                                "--config", tmp_path / "c.json"], "Unknown config key")
     assert_user_error(capsys, ["train", "--data", sample_dir, "--out", tmp_path / "r",
-                               "--epochs", "0"], "--epochs must be a positive integer")
+                               "--steps", "0"], "--steps must be a positive integer")
     assert not (tmp_path / "r").exists()
 
 

@@ -532,9 +532,6 @@ def test_dataset_feeds_keras_fit():
 
 
 def test_dataset_rejects_bad_arguments():
-    samples = toy_samples(2, size=(120, 90))
-    with pytest.raises(ValueError, match=r"tile_size_for\(120\)"):
-        D.make_dataset(samples, 284, 100)
     with pytest.raises(ValueError, match="weights"):
         D.make_dataset(toy_samples(2), 284, 100, weights="paper")
     with pytest.raises(ValueError, match="no samples"):
@@ -653,3 +650,64 @@ def test_jpeg_masks_warn(tmp_path):
 def test_lazy_exports():
     assert unet.make_dataset is D.make_dataset and unet.normalize is unet.normalize
     assert unet.Augmentation is unet.Augmentation
+
+
+# ------------------------------------------------------------- images larger than the window
+def coordinate_image(height, width):
+    """An image whose channels are its own row and column (and 0): tiles tell where they came from."""
+    rows, cols = np.mgrid[:height, :width].astype(np.float32)
+    return np.stack([rows, cols, np.zeros_like(rows)], axis=-1)
+
+
+def test_large_images_are_tiled_in_order_with_their_real_context():
+    tile, out = unet.tile_size_for(20, depth=2)  # (60, 20): a context of 20 px per side
+    image = coordinate_image(50, 70)
+    mask = (np.indices((50, 70)).sum(0) % 7 == 0).astype(np.uint8)
+    samples = D.Samples(["big"], [image], [mask])
+    batches = list(D.make_dataset(samples, tile, out, batch_size=100, shuffle=False))
+    x, y, w = (b.numpy() for b in batches[0])
+    assert x.shape[0] == 3 * 4  # ceil(50 / 20) x ceil(70 / 20) windows cover the image
+    context = (tile - out) // 2
+    padded = np.pad(image, ((context, context + 20), (context, context + 20), (0, 0)),
+                    mode="reflect")  # numpy's own mirror, independent of the pipeline
+    padded_mask = np.pad(mask, ((0, 20), (0, 20)))
+    for k in range(x.shape[0]):
+        top, left = 20 * (k // 4), 20 * (k % 4)
+        np.testing.assert_array_equal(x[k], padded[top : top + tile, left : left + tile])
+        np.testing.assert_array_equal(y[k, ..., 0], padded_mask[top : top + 20, left : left + 20])
+        inside = np.zeros((70, 90), np.float32)
+        inside[:50, :70] = 1
+        np.testing.assert_array_equal(w[k, ..., 0], inside[top : top + 20, left : left + 20])
+
+
+def test_random_windows_cover_a_large_image_about_evenly():
+    tile, out = unet.tile_size_for(20, depth=2)
+    image = coordinate_image(60, 60)
+    samples = D.Samples(["big"], [image], [np.ones((60, 60), np.uint8)])
+    ds = D.make_dataset(samples, tile, out, batch_size=64, shuffle=True, repeat=True, seed=3)
+    seen = np.zeros((60, 60))
+    context = (tile - out) // 2
+    for x, _, w in ds.take(40):
+        for tile_image, weight in zip(x.numpy(), w.numpy()[..., 0]):
+            window = tile_image[context : context + out, context : context + out]
+            rows, cols = window[..., 0].astype(int), window[..., 1].astype(int)
+            # contiguous real image inside (no mirror there), weight 1 exactly on it
+            real = weight > 0
+            assert np.all(np.diff(rows, axis=0)[real[1:] & real[:-1]] == 1)
+            np.add.at(seen, (rows[real], cols[real]), 1)
+    # a corner pixel 9/16 as often as the middle (3/4 per axis), never much less
+    assert seen.min() >= 0.45 * seen.max()
+
+
+def test_mixed_crops_and_large_images_train_together():
+    tile, out = unet.tile_size_for(24, depth=2)
+    samples = toy_samples(3, size=(20, 16))
+    samples.names.append("big")
+    samples.images.append(np.random.default_rng(0).random((90, 130, 3), np.float32))
+    samples.masks.append(np.zeros((90, 130), np.uint8))
+    ds = D.make_dataset(samples, tile, out, batch_size=4, augment=True, repeat=True)
+    x, y, w = next(iter(ds))
+    assert x.shape[1:] == (tile, tile, 3) and y.shape[1:] == (out, out, 1)
+    assert np.all(np.isfinite(x.numpy())) and set(np.unique(y.numpy())) <= {0.0, 1.0}
+    ordered = D.make_dataset(samples, tile, out, batch_size=1, shuffle=False)
+    assert ordered.cardinality().numpy() == 3 + 4 * 6  # crops once, the field by windows

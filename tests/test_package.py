@@ -20,7 +20,7 @@ LAYERS = [
     ("foundations", ["errors", "_tf"]),
     ("building blocks", ["sizes", "model", "losses", "metrics", "count", "io", "image",
                          "render", "augment", "devices"]),
-    ("arrays", ["predict", "data", "baseline", "spores"]),
+    ("arrays", ["predict", "calibrate", "data", "baseline", "spores"]),
     ("applications", ["run", "plot.concepts", "plot.results", "plot", "evaluate", "batch",
                       "train"]),
     ("interface", ["", "cli", "__main__"]),  # "" is the package face, unet/__init__.py

@@ -251,3 +251,13 @@ def test_public_names_are_exported_lazily():
         f"[getattr(unet, n) for n in {names!r}]; assert set({names!r}) <= set(unet.__all__)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_predict_many_equals_predict_tiled_image_by_image():
+    model = unet.unet_model((None, None, 2), num_classes=1, filters=2, depth=2, skip="crop")
+    sizes = [(10, 13), (30, 7), (1, 1), (44, 44), (300, 90)]  # the last needs tiles of its own
+    images = [RNG.random(s + (2,)).astype(np.float32) for s in sizes]
+    many = unet.predict.predict_many(model, images, batch_size=2, max_tile=120)
+    for image, got in zip(images, many):
+        assert got.shape == image.shape[:2]
+        np.testing.assert_allclose(got, predict_tiled(model, image), atol=1e-5)

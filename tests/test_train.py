@@ -12,6 +12,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+
+import unet
 from conftest import TINY
 
 from unet.train import Config, _StopOnNaN, load_run, make_strategy, read_history, resolve_precision, train
@@ -20,14 +22,28 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # ------------------------------------------------------------------------------ config
-def test_default_config_tiles_crops_without_resizing():
-    config = Config()
+def test_the_training_window_sets_the_tile_and_is_chosen_from_the_data(sample_dir):
+    from unet.data import choose_crop_size, load_folder
+
+    config = Config(crop_size=100)
     assert (config.tile_size, config.output_tile_size) == (188, 100)  # depth 3
-    assert (Config(depth=4).tile_size, Config(depth=4).output_tile_size) == (284, 100)
+    deep = Config(depth=4, crop_size=100)
+    assert (deep.tile_size, deep.output_tile_size) == (284, 100)
     assert config.skip == "crop" and config.num_classes == 1
-    same = Config(padding="same")
+    same = Config(padding="same", crop_size=100)
     assert same.tile_size == same.output_tile_size == 104  # a multiple of 2**3
-    assert Config(padding="same", depth=4).tile_size == 112
+    assert Config(padding="same", depth=4, crop_size=100).tile_size == 112
+    with pytest.raises(ValueError, match="chosen from the data"):
+        Config().tile_size  # noqa: B018
+    crops = load_folder(sample_dir / "train")
+    assert choose_crop_size(crops, 3) == 100  # crops of <= 100 px are used whole
+    rows, cols = np.mgrid[:1024, :1024]
+    disks = np.zeros((1024, 1024), np.uint8)
+    for cy, cx in ((100, 100), (500, 300), (800, 900)):
+        disks |= ((rows - cy) ** 2 + (cols - cx) ** 2 <= 20**2).astype(np.uint8)  # 40 px wide
+    field = crops.__class__(["f"], [np.zeros((1024, 1024, 3), np.float32)], [disks])
+    # a large image: room for three of its largest objects (3 x 40 px; the context is 2 x 44)
+    assert choose_crop_size(field, 3) == unet.tile_size_for(120, 3)[1]
 
 
 def test_config_round_trip_and_unknown_keys(tmp_path):
@@ -48,7 +64,9 @@ def test_config_round_trip_and_unknown_keys(tmp_path):
     [
         (dict(loss="focal"), "loss`? must be one of"),
         (dict(padding="full"), "padding`? must be one of"),
-        (dict(epochs=0), "epochs`? must be a positive integer"),
+        (dict(steps=0), "steps`? must be a positive integer"),
+        (dict(crop_size=-4), "crop_size`? must be a positive integer"),
+        (dict(split_h=0), "split_h`? must be positive"),
         (dict(filters=2.5), "filters`? must be a positive integer"),
         (dict(threshold=1.0), "threshold`? must be between 0 and 1"),
         (dict(learning_rate=0), "learning_rate`? must be positive"),
@@ -60,8 +78,9 @@ def test_config_rejects_bad_values(values, message):
 
 
 def test_quick_config_is_short():
-    quick = Config(epochs=50).quick()
-    assert quick.epochs == 4 and quick.train_limit == 64 and quick.val_limit == 16
+    quick = Config(steps=5000).quick()
+    assert quick.steps == 40 and quick.epochs == 4 and quick.train_limit == 64
+    assert quick.val_limit == 16
 
 
 # --------------------------------------------------------------------------- precision
@@ -99,7 +118,7 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path, sample_dir):
         from unet.train import Config, make_strategy, train
         strategy = make_strategy("mirrored")
         print("replicas", strategy.num_replicas_in_sync)
-        config = Config(filters=4, depth=2, epochs=2, batch_size=4)
+        config = Config(filters=4, depth=2, steps=4, steps_per_epoch=2, batch_size=4)
         result = train(config, {str(sample_dir)!r}, {str(tmp_path / "run")!r},
                        precision="fp32", strategy="mirrored", verbose=0)
         print("loss", result["history"]["loss"][-1])
@@ -118,9 +137,17 @@ def test_a_short_run_learns_and_writes_its_files(trained_run):
     for name in ("model.keras", "config.json", "history.csv", "curves.png"):
         assert (out / name).exists(), name
     assert (out / "logs").is_dir() and not (out / "backup").exists()
-    assert Config.load(out / "config.json") == Config(**TINY)
+    saved = Config.load(out / "config.json")
+    assert saved.crop_size == 100  # chosen from the data: the largest crop
+    chosen = {k: getattr(saved, k) for k in ("crop_size", "threshold", "split_h", "min_area",
+                                              "calibration")}
+    assert saved == Config(**TINY, **chosen) and result["config"] == saved
+    assert saved.calibration["objective"].startswith("object F1")  # the sample has labels/
+    assert 0 <= saved.calibration["default_score"] <= saved.calibration["score"] <= 1
+    assert "calibrated on object F1" in result["calibration_note"]
     dice = result["history"]["val_dice"]
-    assert len(dice) == result["epochs"] >= 4
+    assert len(dice) == result["epochs"] >= 4 and result["steps"] == 4 * result["epochs"]
+    np.testing.assert_array_equal(result["history"]["step"], 4 * np.arange(1, len(dice) + 1))
     # Validation Dice rises well above where it started.
     assert dice.max() >= 0.6 and dice.max() >= dice[0] + 0.3, dice
     # every epoch's wall-clock time is in the history, and together they are the run
@@ -129,16 +156,16 @@ def test_a_short_run_learns_and_writes_its_files(trained_run):
     assert seconds.sum() <= result["seconds"] + 1e-6
 
 
-def test_the_checkpoint_is_the_best_epoch(trained_run, sample_dir):
-    from unet import data
+def test_the_checkpoint_is_the_best_epoch_and_validation_means_what_evaluate_says(
+        trained_run, sample_dir):
+    from unet.evaluate import evaluate
 
     out, result = trained_run
-    model, config = load_run(out)
-    val = data.load_folder(sample_dir / "val", channels=config.channels)
-    ds = data.make_dataset(val, config.tile_size, config.output_tile_size,
-                           batch_size=config.batch_size, shuffle=False)
-    scores = model.evaluate(ds, verbose=0, return_dict=True)
-    assert scores["dice"] == pytest.approx(result["history"]["val_dice"].max(), abs=1e-4)
+    model, _ = load_run(out)
+    # validation ran on whole images at their own size, at the threshold of training
+    scores = evaluate(model, sample_dir / "val", threshold=TINY.get("threshold", 0.5),
+                      count=False)
+    assert scores["dice"] == pytest.approx(result["history"]["val_dice"].max(), abs=1e-6)
 
 
 def test_nan_loss_stops_training_and_is_reported():
@@ -167,7 +194,7 @@ def test_run_directory_guards(tmp_path, trained_run, sample_dir):
 def test_load_run_errors(tmp_path, trained_run):
     out, _ = trained_run
     model, config = load_run(out / "model.keras")
-    assert config == Config(**TINY) and model.output_shape == (None, None, None, 1)
+    assert config == result_config(out) and model.output_shape == (None, None, None, 1)
     with pytest.raises(FileNotFoundError, match="holds no model.keras"):
         load_run(tmp_path)
     (tmp_path / "weights.h5").write_text("x")
@@ -179,16 +206,20 @@ def test_load_run_errors(tmp_path, trained_run):
 
 
 # ---------------------------------------------------------------------------- resuming
-def _train_command(data, out, config_file, epochs):
+def result_config(out):
+    return Config.load(out / "config.json")
+
+
+def _train_command(data, out, config_file, steps):
     return [sys.executable, "-m", "unet", "train", "--data", str(data), "--out", str(out),
-            "--config", str(config_file), "--epochs", str(epochs), "--precision", "fp32"]
+            "--config", str(config_file), "--steps", str(steps), "--precision", "fp32"]
 
 
 def test_a_killed_run_resumes_where_it_stopped(tmp_path, sample_dir):
     config_file = tmp_path / "tiny.json"
-    config_file.write_text(json.dumps({**TINY, "epochs": 6}))
+    config_file.write_text(json.dumps({**TINY, "steps": 24}))  # 6 epochs of 4 steps
     out = tmp_path / "run"
-    command = _train_command(sample_dir, out, config_file, 6)
+    command = _train_command(sample_dir, out, config_file, 24)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              env=env, start_new_session=True)
@@ -228,6 +259,14 @@ def test_config_json_has_a_schema_version(tmp_path):
     assert Config.from_dict(saved) == Config(**TINY)
     with pytest.raises(ValueError, match="newer than this unet"):
         Config.from_dict({**saved, "schema_version": SCHEMA_VERSION + 1})
+
+
+def test_a_version_1_config_is_upgraded_from_epochs_to_steps():
+    old = {"filters": 8, "epochs": 12, "early_stopping_patience": 8, "reduce_lr_patience": 3,
+           "crop_size": 100, "threshold": 0.4}  # what version 1 wrote (no schema_version)
+    config = Config.from_dict(old)
+    assert (config.steps, config.early_stopping_steps, config.reduce_lr_steps) == (1200, 800, 300)
+    assert config.threshold == 0.4 and config.crop_size == 100 and config.filters == 8
 
 
 def test_geometry_comes_from_the_config_and_is_checked(tmp_path, trained_run):

@@ -15,7 +15,8 @@ Modules, lowest layer first (each imports only from the layers below it):
   (channels, normalisation), ``count`` (spores from masks), ``render`` (overlays as
   arrays), ``augment`` (training augmentation as TensorFlow ops), ``devices``
   (precision and distribution).
-- ``predict`` (overlap-tile prediction of arrays), ``data`` (tiles, weights, tf.data),
+- ``predict`` (overlap-tile prediction of arrays), ``calibrate`` (post-processing chosen
+  on validation data), ``data`` (tiles, weights, tf.data),
   ``baseline`` (the classical method), ``spores`` (the synthetic data).
 - ``run`` (:class:`Config`, run folders), ``plot`` (figures), ``evaluate``, ``batch``
   (files in, files out), ``train``.
@@ -100,6 +101,8 @@ _LAZY = {
     "count_spores": "count",
     "count_errors": "count",
     "count_labels": "count",
+    "object_scores": "count",
+    "relative_count_error": "count",
     "match_spores": "count",
     "touching_pairs": "count",
     # render: overlays as arrays
@@ -109,6 +112,9 @@ _LAZY = {
     # predict: overlap-tile prediction of arrays
     "predict_tiled": "predict",
     "plan_tiles": "predict",
+    "predict_many": "predict",
+    # calibrate: post-processing chosen on validation data
+    "calibrate_postprocessing": "calibrate",
     # data: samples, tiles, weights, tf.data
     "Samples": "data",
     "border_weight_map": "data",
@@ -120,6 +126,7 @@ _LAZY = {
     "make_tile": "data",
     "pad_to_tile": "data",
     "sample_weights": "data",
+    "choose_crop_size": "data",
     # baseline: the classical method for contrast
     "baseline_mask": "baseline",
     "otsu_mask": "baseline",

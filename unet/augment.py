@@ -275,7 +275,8 @@ def augment_tensors(augment, image, mask, weight, height, width, gray, seed, til
 
 @functools.lru_cache(maxsize=8)
 def _intensity(contrast, gamma, out, channels):
-    """XLA-compiled contrast, brightness and gamma of a crop buffer (fixed shapes).
+    """XLA-compiled contrast, brightness and gamma of a crop buffer (fixed shapes; each
+    buffer size compiles once).
 
     Separate from :func:`_resampler`, so that XLA does not recompute them for each of
     the four neighbours the resampling reads.
@@ -285,7 +286,7 @@ def _intensity(contrast, gamma, out, channels):
     @tf.function(jit_compile=True, autograph=False)
     def intensity(image, pixels, factor, shift, power):
         if contrast:
-            inside = (tf.range(out * out) < pixels)[:, None]
+            inside = (tf.range(tf.shape(image)[0]) < pixels)[:, None]
             mean = tf.reduce_sum(tf.where(inside, image, 0.0)) / tf.cast(
                 pixels * channels, tf.float32
             )

@@ -25,11 +25,13 @@ FLAGS = {
     "out_dir": "--out",
     "data_dir": "--data",
     "overwrite": "--overwrite",
-    "epochs": "--epochs",
+    "steps": "--steps",
+    "crop_size": "--crop-size",
     "precision": "--precision",
     "strategy": "--strategy",
     "threshold": "--threshold",
     "min_area": "--min-area",
+    "split_h": "--split-h",
     "tta": "--tta",
     "seed": "--seed",
     "field_size": "--field-size",
@@ -133,7 +135,11 @@ def _add_train(sub):
     p.add_argument("--data", required=True, type=Path, metavar="DIR", help="data folder")
     p.add_argument("--out", required=True, type=Path, metavar="RUN",
                    help="run directory: model.keras, config.json, history.csv, curves.png, logs/")
-    p.add_argument("--epochs", type=int, help="maximum epochs (overrides the config)")
+    p.add_argument("--steps", type=int, metavar="N",
+                   help="optimiser steps (overrides the config; default 3000)")
+    p.add_argument("--crop-size", type=int, metavar="PX",
+                   help="side of the training window in output pixels (default: chosen from "
+                        "the data: the largest crop, or room for the context and 3 objects)")
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="JSON file of settings (see unet.run.Config); missing keys keep defaults")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -152,8 +158,10 @@ def _train(args):
     from .train import train
 
     config = Config.load(args.config) if args.config else Config()
-    if args.epochs is not None:
-        config = dataclasses.replace(config, epochs=args.epochs)
+    overrides = {k: v for k, v in (("steps", args.steps), ("crop_size", args.crop_size))
+                 if v is not None}
+    if overrides:
+        config = Config.from_dict({**config.to_dict(), **overrides})
     result = train(
         config,
         args.data,
@@ -167,18 +175,48 @@ def _train(args):
     best = result["history"].get("val_dice")
     best = f"best validation Dice {best.max():.4f}, " if best is not None and best.size else ""
     print(
-        f"{'resumed and ' if result['resumed'] else ''}trained {result['epochs']} epochs "
+        f"{'resumed and ' if result['resumed'] else ''}trained {result['steps']} steps "
         f"({best}{result['seconds']:.0f} s, {result['precision']}): {result['model']}"
     )
+    print(result["calibration_note"])
 
 
 # ---------------------------------------------------------------------------- evaluate
 def _add_model_options(p):
-    """--model, --threshold and --tta: what evaluate and predict share."""
+    """--model and the post-processing options: what evaluate and predict share."""
     p.add_argument("--model", required=True, type=Path, metavar="RUN_OR_FILE",
                    help="run directory or .keras file")
-    p.add_argument("--threshold", type=float, help="foreground threshold (default: the run's)")
+    p.add_argument("--threshold", type=float,
+                   help="foreground threshold (default: the run's, calibrated in training)")
+    p.add_argument("--split-h", type=float, metavar="H",
+                   help="split height of touching spores (default: the run's)")
+    p.add_argument("--min-area", type=int, metavar="PX",
+                   help="smallest spore area in pixels (default: the run's)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation")
+
+
+def _postprocessing(args, config):
+    """threshold, split_h and min_area: the flags, else the run's config, else the defaults."""
+    from .count import MIN_AREA, SPLIT_H
+
+    chosen = {
+        "threshold": config.threshold if config else 0.5,
+        "split_h": config.split_h if config else SPLIT_H,
+        "min_area": config.min_area if config else MIN_AREA,
+    }
+    if args.threshold is not None:
+        if not 0 < args.threshold < 1:
+            raise UsageError(f"`threshold` must be between 0 and 1, got {args.threshold}.")
+        chosen["threshold"] = args.threshold
+    if args.split_h is not None:
+        if not args.split_h > 0:
+            raise UsageError(f"`split_h` must be positive, got {args.split_h}.")
+        chosen["split_h"] = args.split_h
+    if args.min_area is not None:
+        if args.min_area < 1:
+            raise UsageError(f"`min_area` must be at least 1 pixel, got {args.min_area}.")
+        chosen["min_area"] = args.min_area
+    return chosen
 
 
 def _add_evaluate(sub):
@@ -203,13 +241,14 @@ def _evaluate(args):
     from .run import load_run
 
     model, config = load_run(args.model)
-    threshold = _threshold(args.threshold, config)
-    result = evaluate(model, args.data, threshold=threshold, tta=args.tta,
-                      progress=not args.json)
+    post = _postprocessing(args, config)
+    threshold = post["threshold"]
+    result = evaluate(model, args.data, tta=args.tta, progress=not args.json, **post)
     if args.json:
         print(json.dumps(result))
         return
-    print(f"{result['images']} images, {result['pixels']:,} pixels, threshold {threshold}")
+    print(f"{result['images']} images, {result['pixels']:,} pixels, threshold {threshold}, "
+          f"split_h {post['split_h']}, min_area {post['min_area']}")
     for key in ("dice", "iou", "precision", "recall"):
         print(f"  {key:<10}{result[key]:.4f}")
     if "object_f1" in result:
@@ -219,14 +258,6 @@ def _evaluate(args):
     if "count_true" in result:
         print(f"  spores    {result['count_pred']} predicted / {result['count_true']} true "
               f"(mean error {100 * result['count_error']:.1f} % per image)")
-
-
-def _threshold(value, config):
-    if value is None:
-        return config.threshold if config else 0.5
-    if not 0 < value < 1:
-        raise UsageError(f"`threshold` must be between 0 and 1, got {value}.")
-    return value
 
 
 # ----------------------------------------------------------------------------- predict
@@ -241,7 +272,6 @@ def _add_predict(sub):
     _add_model_options(p)
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders")
     p.add_argument("--out", required=True, type=Path, metavar="OUT", help="output folder")
-    p.add_argument("--min-area", type=int, help="smallest spore area in pixels")
     p.add_argument("--overwrite", action="store_true", help="replace files already in OUT")
     p.set_defaults(func=_predict)
 
@@ -255,9 +285,8 @@ def _predict(args):
         model,
         args.inputs,
         args.out,
-        threshold=_threshold(args.threshold, config),
         tta=args.tta,
-        min_area=args.min_area,
+        **_postprocessing(args, config),
         overwrite=args.overwrite,
         progress=True,
     )

@@ -13,6 +13,7 @@ Files and folders are read by :mod:`unet.io`; every image goes through
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,9 +79,12 @@ def load_folder(folder, channels=3, check_masks=True, limit=None):
     Parameters
     ----------
     folder : str or Path
-        A data folder (``images/``, ``masks/``, optional ``labels/``).
+        A data folder (``images/``, ``masks/``, optional ``labels/``). Masks may be
+        binary (any value > 0 is foreground) or instance ids (uint16 labels): without
+        ``labels/``, a mask with more than one non-zero value is also the sample's
+        label image. Images may have any size.
     channels : int
-        The model's number of input channels (see :func:`to_channels`).
+        The model's number of input channels (see :func:`unet.image.to_channels`).
     check_masks : bool
         Raise if every mask is a single value (all background or all foreground),
         which almost always means the masks are wrong. One empty mask is fine.
@@ -99,33 +103,108 @@ def load_folder(folder, channels=3, check_masks=True, limit=None):
     """
     pairs = find_pairs(folder)[:limit]
     names, images, masks, labels = [], [], [], []
-    jpeg_masks = []
+    jpeg_masks, split_ids = [], []
     for pair in pairs:
         image = load_image(pair.image, channels)
         mask = read_mask(pair.mask)
         _check_size(pair.image, image, pair.mask, mask)
         if pair.mask.suffix.lower() in JPEG_EXTENSIONS:
             jpeg_masks.append(pair.mask.name)
+        label = None
         if pair.labels is not None:
             label = read_labels(pair.labels)
             _check_size(pair.image, image, pair.labels, label)
-            labels.append(label)
+        elif pair.mask.suffix.lower() not in JPEG_EXTENSIONS:
+            ids = read_labels(pair.mask)  # an instance-id mask is its own label image
+            label = ids if np.unique(ids).size > 2 else None
+        if label is not None:
+            label, split = _separate_reused_ids(label)
+            if split:
+                split_ids.append(pair.name)
         names.append(pair.name)
         images.append(image)
         masks.append(mask)
+        labels.append(label)
     if jpeg_masks:
         warnings.warn(
             f"Masks {listing(jpeg_masks)} are JPEG: lossy compression leaves faint non-zero "
             "pixels that read as foreground; save masks as PNG.",
             stacklevel=2,
         )
+    if split_ids:
+        warnings.warn(
+            f"Label images of {listing(split_ids)} use one id for separate regions; each "
+            "region is counted as an object of its own. Give every object its own id.",
+            stacklevel=2,
+        )
     if check_masks and all(m.min() == m.max() for m in masks):
         what = "empty (all background)" if all(m.max() == 0 for m in masks) else "a single value"
         raise UsageError(
             f"Every mask in {Path(folder) / 'masks'} is {what}; the masks are probably wrong "
-            "(foreground must be > 0), check them or pass check_masks=False."
+            "(foreground must be > 0), check them or pass `check_masks=False`."
         )
-    return Samples(names, images, masks, labels if pairs[0].labels is not None else None)
+    if all(label is None for label in labels):
+        labels = None
+    elif any(label is None for label in labels):  # a few binary masks among id masks
+        from scipy import ndimage as ndi
+
+        labels = [ndi.label(m)[0].astype(np.int32) if lab is None else lab
+                  for m, lab in zip(masks, labels)]
+    return Samples(names, images, masks, labels)
+
+
+def _separate_reused_ids(labels):
+    """Give every connected region of a label image its own id (8-connected).
+
+    Returns ``(labels, changed)``; ``changed`` is True when some id covered more than
+    one separate region (then relabelled consecutively).
+    """
+    from skimage.measure import label
+
+    labels = np.asarray(labels, np.int32)
+    n_ids = np.unique(labels).size - (1 if (labels == 0).any() else 0)
+    regions = label(labels, background=0, connectivity=2)
+    if int(regions.max()) == n_ids:
+        return labels, False
+    return regions.astype(np.int32), True
+
+
+#: Largest training window :func:`choose_crop_size` picks (pixels of output).
+MAX_AUTO_CROP = 256
+
+
+def choose_crop_size(samples, depth, padding="valid"):
+    """The training window for a data set: what ``Config(crop_size=None)`` becomes.
+
+    Room for the model's context on both sides and for three of the largest objects
+    (the 95th percentile of their equivalent diameters, from the labels or the mask
+    components): ``max(2 * context, 3 * d95)``, at most :data:`MAX_AUTO_CROP`, rounded
+    up to a valid output size. Where every image is at most twice that size (crops
+    around a few objects, say), the largest image side instead, so every crop is used
+    whole: 100 for the spore crops (<= 100 px, spores <= 30 px, context 44 px at
+    depth 3), which is the window their tile of 188 px was chosen for.
+
+    Returns
+    -------
+    int
+    """
+    from scipy import ndimage as ndi
+
+    from .sizes import default_context, tile_size_for
+
+    diameters = []
+    for k, mask in enumerate(samples.masks):
+        objects = samples.labels[k] if samples.labels is not None else ndi.label(mask > 0)[0]
+        areas = np.bincount(np.asarray(objects).ravel())[1:]
+        diameters.extend(np.sqrt(4.0 * areas[areas > 0] / np.pi))
+    d95 = float(np.percentile(diameters, 95)) if diameters else 0.0
+    context = default_context(depth, padding)
+    window = int(math.ceil(max(2 * context, 3 * d95)))
+    largest = max(max(im.shape[:2]) for im in samples.images)
+    if largest <= 2 * window:
+        window = largest
+    window = min(window, MAX_AUTO_CROP)
+    return tile_size_for(window, depth, padding)[1]
 
 
 def _check_size(image_path, image, other_path, other):
@@ -430,6 +509,38 @@ def sample_weights(samples, weights="uniform", w0=10.0, sigma=5.0):
     return [border_weight_map(label(m > 0), w0, sigma, balance) for m in samples.masks]
 
 
+def region_side(tile, augment=None):
+    """Side of the image region a training tile is resampled from, for large images.
+
+    The tile itself, grown so that a free rotation (up to 45 degrees: the tile's
+    corners reach ``tile / sqrt(2)`` from its centre) and the elastic displacements
+    (3 standard deviations) still read real image, not mirrored patch.
+    """
+    augment = augment or Augmentation.none()
+    side = float(tile)
+    if augment.rotation:
+        side *= math.sqrt(2.0)
+    if augment.elastic and augment.elastic_sigma > 0:
+        side += 6.0 * augment.elastic_sigma
+    side = int(math.ceil(side))
+    return side + side % 2
+
+
+def _windows(length, out, count, rng):
+    """Tops of ``count`` output windows along one axis of ``length`` pixels.
+
+    Random (``rng``): uniform over ``[-o, length - out + o]`` with an overhang
+    ``o = 3 out / 4``, so a pixel at the border lies in a window at least 3/4 as often
+    as one in the middle (a corner pixel 9/16 as often), while windows reach past the
+    image, where the loss weight is 0, by at most 3/4 of their size. Ordered
+    (``rng=None``): a grid of windows ``out`` apart covering the axis.
+    """
+    if rng is None:
+        return np.arange(count, dtype=np.int64) * out
+    overhang = 3 * out // 4
+    return rng.integers(-overhang, length - out + overhang + 1, size=count)
+
+
 def make_dataset(
     samples,
     tile,
@@ -444,33 +555,38 @@ def make_dataset(
     w0=10.0,
     sigma=5.0,
 ):
-    """A ``tf.data`` pipeline of padded (and augmented) training tiles.
+    """A ``tf.data`` pipeline of training tiles from images of any size.
 
-    The decoded crops stay in memory; padding and augmentation run per element
-    and per epoch in a parallel map of TensorFlow ops (:func:`unet.augment.augment_tensors`: no
-    Python, so no GIL, in the loop; about 2.5 CPU ms per augmented 284 x 284 RGB
-    tile on one core, see ``benchmarks/data_pipeline.py``).
-    The order and the augmentation are fixed by ``seed`` and differ from epoch to
-    epoch: each new iteration over the dataset (a Keras epoch) draws new ones.
+    An image no larger than the ``out x out`` output window is one sample: centred in
+    the window, mirror-padded to the tile, loss weight 0 outside it (never resized). A
+    larger image gives ``ceil(h / out) * ceil(w / out)`` samples per pass, each an
+    ``out x out`` window at a random place (every pixel about equally likely to be
+    seen, see :func:`_windows`) with its real surroundings as the tile's context
+    (mirrored beyond the image border, weight 0 there). The decoded images stay in
+    memory; cutting, padding and augmentation run per element in a parallel map of
+    TensorFlow ops (:func:`unet.augment.augment_tensors`: no Python, so no GIL, in the
+    loop; see ``benchmarks/data_pipeline.py``). The order, the windows and the
+    augmentation are fixed by ``seed`` and differ from pass to pass.
 
     Parameters
     ----------
     samples : Samples
-        Crops no larger than ``out`` (see :func:`load_folder`).
+        Images of any sizes (see :func:`load_folder`).
     tile, out : int
-        Input tile and output window sizes (see :func:`tile_size_for`).
+        Input tile and output window sizes (see :func:`unet.sizes.tile_size_for`).
     batch_size : int
     augment : Augmentation, bool or None
-        ``True`` for the default :class:`Augmentation`; None/False for none
-        (validation).
+        ``True`` for the default :class:`Augmentation`; None/False for none.
     shuffle : bool
-        Shuffle the samples every epoch (False for validation).
+        Shuffle the samples and place the windows of large images at random every
+        pass; False: the images in order, large ones as a grid of windows covering them.
     weights : {"uniform", "border"}
-        Loss weights inside the crop (see :func:`sample_weights`); always 0 outside.
+        Loss weights inside the image (see :func:`sample_weights`); always 0 outside.
     seed : int
-        Seed of the order and the augmentation.
+        Seed of the order, the windows and the augmentation.
     repeat : bool
-        Repeat forever (each pass reshuffled and re-augmented).
+        Repeat forever (each pass reshuffled and re-augmented): the endless stream
+        that training draws a fixed number of steps from.
     drop_remainder : bool
         Drop the last incomplete batch.
     w0, sigma : float
@@ -491,16 +607,6 @@ def make_dataset(
     if int(batch_size) < 1:
         raise UsageError(f"`batch_size` must be at least 1, got {batch_size}.")
     augment = Augmentation() if augment is True else (augment or None)
-    too_big = [
-        (n, im.shape[:2]) for n, im in zip(samples.names, samples.images) if max(im.shape[:2]) > out
-    ]
-    if too_big:
-        name, (h, w) = too_big[0]
-        raise UsageError(
-            f"{len(too_big)} sample(s) are larger than the {out}x{out} output window "
-            f"(e.g. {name}: {h}x{w}); use a bigger tile (tile_size_for({max(h, w)})) "
-            "or cut the images into smaller crops."
-        )
     images = [np.asarray(im, np.float32) for im in samples.images]
     images = [im[..., None] if im.ndim == 2 else im for im in images]
     channels = {im.shape[-1] for im in images}
@@ -510,8 +616,8 @@ def make_dataset(
     masks = [(np.asarray(m) > 0).astype(np.float32) for m in samples.masks]
     pixel_weights = sample_weights(samples, weights, w0, sigma)
 
-    # All crops in three flat tensors (pixels row by row, crop after crop) and a
-    # table (offset, height, width, gray) per crop: the map below slices one crop out.
+    # All images in three flat tensors (pixels row by row, image after image) and a
+    # table (offset, height, width, gray) per image: the map below cuts a region out.
     sizes = np.array([im.shape[:2] for im in images], np.int64)
     pixels = sizes.prod(axis=1)
     table = tf.constant(
@@ -526,6 +632,11 @@ def make_dataset(
     flat_weights = tf.constant(
         np.concatenate([np.asarray(w, np.float32).ravel() for w in pixel_weights])
     )
+    # Axes longer than the window are cut into regions of this side (crops use themselves).
+    large = bool((sizes > out).any())
+    region = region_side(tile, augment) if large else out
+    windows = np.ceil(np.maximum(sizes, out) / out).astype(np.int64)  # per axis
+    per_pass = np.repeat(np.arange(len(images)), windows.prod(axis=1))
 
     noise_bank = None
     if augment is not None and augment.noise:
@@ -533,31 +644,55 @@ def make_dataset(
             augment_ops.noise_bank_values(max(augment_ops.NOISE_BANK, 2 * tile), channels)
         )
 
-    n, epochs = len(images), iter(range(2**62))
+    passes = iter(range(2**62))
 
-    def epochs_of_indices():
-        """One element per pass: the order and the element seeds of a whole epoch."""
-        epoch = next(epochs)  # each new iteration (Keras epoch) gets its own draws
+    def elements_of_passes():
+        """One element per pass: image indices, region corners and seeds of a whole pass."""
+        pass_number = next(passes)  # each new iteration (Keras epoch) gets its own draws
         while True:
-            rng = np.random.default_rng([int(seed), epoch])
-            order = rng.permutation(n) if shuffle else np.arange(n)
-            yield order, rng.integers(0, 2**63 - 1, size=n)
+            rng = np.random.default_rng([int(seed), pass_number])
+            order = rng.permutation(per_pass) if shuffle else per_pass
+            corners = np.zeros((len(order), 2), np.int64)
+            for axis in (0, 1):
+                for i in np.flatnonzero(sizes[:, axis] > out):
+                    where = np.flatnonzero(order == i)
+                    if shuffle:
+                        tops = _windows(sizes[i, axis], out, where.size, rng)
+                    else:  # the grid of windows, in row-major order
+                        k = np.arange(where.size)
+                        k = k // windows[i, 1] if axis == 0 else k % windows[i, 1]
+                        tops = k * out
+                    corners[where, axis] = tops - (region - out) // 2  # the region's corner
+            yield order, corners, rng.integers(0, 2**63 - 1, size=len(order))
             if not repeat:
                 return
-            epoch = next(epochs)
+            pass_number = next(passes)
 
-    def to_tensors(index, element_seed):
+    def mirror(index, length):
+        period = tf.maximum(2 * (length - 1), 1)
+        folded = tf.math.floormod(index, period)
+        return tf.where(length > 1, tf.where(folded < length, folded, period - folded), 0)
+
+    def to_tensors(index, corner, element_seed):
         offset, height, width, gray = tf.unstack(table[index])
-        # a fixed-size buffer of out * out pixels (the crop's first, then repeats of
-        # its last pixel), so the compiled resampling always sees the same shapes
-        pixels = offset + tf.minimum(tf.range(out * out, dtype=tf.int64), height * width - 1)
+        # a region of the image, or the whole axis where it fits the window
+        eff_h = tf.where(height > out, tf.constant(region, tf.int64), height)
+        eff_w = tf.where(width > out, tf.constant(region, tf.int64), width)
+        k = tf.range(region * region, dtype=tf.int64)  # a fixed-size buffer, row-major
+        r = tf.minimum(k // eff_w, eff_h - 1)
+        c = k % eff_w
+        rows = r + tf.where(height > out, corner[0], 0)
+        cols = c + tf.where(width > out, corner[1], 0)
+        inside = tf.cast((rows >= 0) & (rows < height) & (cols >= 0) & (cols < width),
+                         tf.float32)
+        pixels = offset + mirror(rows, height) * width + mirror(cols, width)
         return augment_ops.augment_tensors(
             augment,
             tf.gather(flat_images, pixels),
-            tf.gather(flat_masks, pixels),
-            tf.gather(flat_weights, pixels),
-            height,
-            width,
+            tf.gather(flat_masks, pixels) * inside,
+            tf.gather(flat_weights, pixels) * inside,
+            eff_h,
+            eff_w,
             gray > 0,
             element_seed,
             tile,
@@ -565,15 +700,16 @@ def make_dataset(
             noise_bank,
         )
 
-    # Python runs once per epoch (not per element), so it hardly ever holds the GIL.
+    # Python runs once per pass (not per element), so it hardly ever holds the GIL.
+    n = len(per_pass)
     dataset = tf.data.Dataset.from_generator(
-        epochs_of_indices,
-        output_signature=(tf.TensorSpec((n,), tf.int64), tf.TensorSpec((n,), tf.int64)),
+        elements_of_passes,
+        output_signature=(tf.TensorSpec((n,), tf.int64), tf.TensorSpec((n, 2), tf.int64),
+                          tf.TensorSpec((n,), tf.int64)),
     ).unbatch()
-    # Tell Keras the epoch length up front (no "ran out of data" on the first epoch).
+    # Tell Keras the pass length up front (no "ran out of data" on the first epoch).
     cardinality = tf.data.INFINITE_CARDINALITY if repeat else n
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(cardinality))
     dataset = dataset.map(to_tensors, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.batch(int(batch_size), drop_remainder=drop_remainder)
     return dataset.prefetch(tf.data.AUTOTUNE)
-

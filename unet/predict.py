@@ -391,13 +391,7 @@ def predict_tiled(
         batches = tqdm(batches, desc="tiles", unit="batch")
     (th, tw), (sh, sw), (fh, fw) = plan.tile, plan.stride, plan.offset
     for batch in batches:
-        x = np.stack(
-            [
-                image[np.ix_(mirror_indices(np.arange(r, r + th), height),
-                             mirror_indices(np.arange(c, c + tw), width))]
-                for r, c in batch
-            ]
-        )
+        x = np.stack([_tile_input(image, r, c, th, tw) for r, c in batch])
         y = None
         for forward, inverse in transforms:
             out = inverse(np.asarray(model.predict_on_batch(np.ascontiguousarray(forward(x)))))
@@ -408,6 +402,75 @@ def predict_tiled(
             top, left = r + plan.context[0], c + plan.context[1]  # image position delivered
             rows, cols = min(sh, height - top), min(sw, width - left)
             result[top : top + rows, left : left + cols] = y[k, fh : fh + rows, fw : fw + cols]
-    if all_classes:
-        return result
-    return result[..., 0] if channels == 1 else result[..., 1]
+    return result if all_classes else _foreground(result)
+
+
+def _tile_input(image, top, left, height, width):
+    """The ``height x width`` window of ``image`` at ``(top, left)``, mirrored beyond it."""
+    rows = mirror_indices(np.arange(top, top + height), image.shape[0])
+    cols = mirror_indices(np.arange(left, left + width), image.shape[1])
+    return image[np.ix_(rows, cols)]
+
+
+def _foreground(probabilities):
+    """The sigmoid output, or the class-1 probability of a softmax model."""
+    return probabilities[..., 0] if probabilities.shape[-1] == 1 else probabilities[..., 1]
+
+
+def predict_many(model, images, batch_size=8, max_tile=MAX_TILE):
+    """Foreground probability maps of many images, each at its own size.
+
+    The images that fit one tile share one tile size ``T`` (the smallest whose output
+    covers the largest of them) and go through the model ``batch_size`` tiles at a
+    time; larger images go through :func:`predict_tiled` one by one. Each map equals
+    ``predict_tiled(model, image, tile=T)`` (the large ones ``predict_tiled(model,
+    image)``); for models whose output does not depend on the tile (valid padding with
+    crop skips, or same padding) that is the map of :func:`predict_tiled` with its own
+    plan. Training validates with it on whole images at their own size.
+
+    Parameters
+    ----------
+    model : keras.Model
+    images : sequence of numpy.ndarray
+        Prepared images ``(h, w, C)`` of any sizes.
+    batch_size : int
+        Tiles per model call.
+    max_tile : int
+        Largest shared tile; images that need a larger one are tiled on their own.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        float32 ``(h, w)`` per image.
+    """
+    geometry = model_geometry(model)
+    images = [_as_model_input(im, geometry.channels) for im in images]
+    results = [None] * len(images)
+    static = geometry.input_size
+    if None not in static:
+        tile = tuple(static)
+    else:
+        context = default_context(geometry.depth, geometry.padding)
+
+        def tile_of(side):
+            return _tile_for(side, geometry.depth, geometry.padding, context)
+
+        fitting = [max(im.shape[:2]) for im in images if tile_of(max(im.shape[:2])) <= max_tile]
+        shared = tile_of(max(fitting, default=1))
+        tile = (shared, shared)
+    small = []
+    for k, image in enumerate(images):
+        plan = plan_tiles(image.shape, geometry.depth, geometry.padding, tile)
+        if plan.n_tiles == 1:
+            small.append((k, plan))
+        else:
+            results[k] = predict_tiled(model, image, tile=None if None in static else tile)
+    for i in range(0, len(small), int(batch_size)):
+        chunk = small[i : i + int(batch_size)]
+        x = np.stack([_tile_input(images[k], *plan.tile_origins()[0], *plan.tile)
+                      for k, plan in chunk])
+        y = np.asarray(model.predict_on_batch(x), np.float32)
+        for j, (k, plan) in enumerate(chunk):
+            (h, w), (fh, fw) = images[k].shape[:2], plan.offset
+            results[k] = _foreground(y[j, fh : fh + h, fw : fw + w])
+    return results

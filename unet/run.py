@@ -30,9 +30,28 @@ from .sizes import PADDINGS, SKIPS, input_size_for_output, output_size
 
 #: Version of the ``config.json`` layout. A file without ``schema_version`` is version 1;
 #: :meth:`Config.from_dict` upgrades older versions and refuses newer ones.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+
+def _upgrade_1_to_2(values):
+    """Version 1 counted training in epochs (passes over the data); version 2 in steps.
+
+    An old epoch becomes 100 steps (the new ``steps_per_epoch``); the patience settings
+    follow. The post-processing fields are new (their defaults apply).
+    """
+    values = dict(values)
+    per_epoch = 100
+    if "epochs" in values:
+        values["steps"] = int(values.pop("epochs")) * per_epoch
+    if "early_stopping_patience" in values:
+        values["early_stopping_steps"] = int(values.pop("early_stopping_patience")) * per_epoch
+    if "reduce_lr_patience" in values:
+        values["reduce_lr_steps"] = int(values.pop("reduce_lr_patience")) * per_epoch
+    return values
+
+
 #: Upgrades of a config dict from version ``v`` to ``v + 1``: ``{v: function}``.
-_UPGRADES = {}
+_UPGRADES = {1: _upgrade_1_to_2}
 
 @dataclass
 class Config:
@@ -62,15 +81,23 @@ class Config:
         compute a different function on the large tiles prediction uses; a cropped
         skip does not depend on the tile, so tiled prediction equals one pass over
         the whole image.
-    crop_size : int
-        Largest training crop (pixels). The training tile is the smallest valid input
-        whose output covers it (188 -> 100 for valid padding at depth 3, 284 -> 100 at
-        depth 4); crops are mirror-padded to that tile, never resized.
+    crop_size : int or None
+        Side of the output window of a training sample (pixels); the training tile is
+        the smallest valid input whose output covers it (188 -> 100 for valid padding at
+        depth 3). Images no larger than the window are used whole, mirror-padded with
+        loss weight 0 (never resized); larger images are sampled as random windows with
+        their real surroundings. ``None`` (default) chooses it from the data when
+        training starts (:func:`unet.data.choose_crop_size`: room for the model's context
+        and three of the largest objects, or the largest image where all images are
+        small) and writes the choice into ``config.json``.
 
     Training
     --------
-    epochs : int
-        Maximum number of epochs (early stopping may end sooner).
+    steps : int
+        Optimiser steps over an endless augmented stream, whatever the data size
+        (early stopping may end sooner).
+    steps_per_epoch : int
+        Steps between validations (one row of history.csv, one checkpoint).
     batch_size : int
         Tiles per step (global, summed over devices).
     learning_rate : float
@@ -81,11 +108,19 @@ class Config:
     augment : bool
         Flips, rotations, elastic deformation and intensity changes (see
         :class:`unet.augment.Augmentation`).
-    early_stopping_patience, reduce_lr_patience : int
-        Epochs without improvement of validation Dice / loss before stopping /
-        halving the learning rate.
-    threshold : float
-        Probability above which a pixel is foreground (metrics, masks, counts).
+    early_stopping_steps, reduce_lr_steps : int
+        Steps without a better validation Dice before stopping / halving the learning
+        rate (rounded up to whole epochs).
+    threshold, split_h, min_area
+        Post-processing: the probability above which a pixel is foreground (metrics,
+        masks, counts), the split height of touching objects and the smallest object in
+        pixels (see :func:`unet.count.label_spores`). With ``calibrate`` they are chosen
+        on the validation split after training.
+    calibrate : bool
+        Choose ``threshold``, ``split_h`` and ``min_area`` on the validation split when
+        it has instance labels or counts (:func:`unet.calibrate.calibrate_postprocessing`).
+    calibration : dict or None
+        Written by training: what the calibration chose and the scores it compared.
     seed : int
         Seed for weights, shuffling and augmentation.
     train_limit, val_limit : int or None
@@ -101,21 +136,27 @@ class Config:
     skip: str = "crop"
     batch_norm: bool = False
     dropout: float = 0.0
-    crop_size: int = 100
+    crop_size: int | None = None
     # training
-    epochs: int = 12
+    steps: int = 3000
+    steps_per_epoch: int = 100
     batch_size: int = 8
     learning_rate: float = 1e-3
     loss: str = "bce_dice"
     border_w0: float = 10.0
     border_sigma: float = 5.0
     augment: bool = True
-    early_stopping_patience: int = 8
-    reduce_lr_patience: int = 3
-    threshold: float = 0.5
+    early_stopping_steps: int = 1500
+    reduce_lr_steps: int = 500
     seed: int = 0
     train_limit: int | None = None
     val_limit: int | None = None
+    # post-processing
+    threshold: float = 0.5
+    split_h: float = 1.0
+    min_area: int = 16
+    calibrate: bool = True
+    calibration: dict | None = None
 
     def __post_init__(self):
         from .losses import LOSSES
@@ -123,11 +164,16 @@ class Config:
         check_choice("padding", self.padding, PADDINGS)
         check_choice("skip", self.skip, SKIPS)
         check_choice("loss", self.loss, LOSSES)
-        for name in ("channels", "num_classes", "filters", "depth", "crop_size", "epochs",
-                     "batch_size"):
+        for name in ("channels", "num_classes", "filters", "depth", "crop_size", "steps",
+                     "steps_per_epoch", "batch_size", "early_stopping_steps",
+                     "reduce_lr_steps", "min_area"):
             value = getattr(self, name)
+            if value is None and name == "crop_size":
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UsageError(f"`{name}` must be a positive integer, got {value!r}.")
+        if not self.split_h > 0:
+            raise UsageError(f"`split_h` must be positive, got {self.split_h!r}.")
         if not 0 < self.threshold < 1:
             raise UsageError(f"`threshold` must be between 0 and 1, got {self.threshold!r}.")
         if not self.learning_rate > 0:
@@ -137,6 +183,11 @@ class Config:
     @property
     def tile_size(self):
         """Input tile used for training (pixels)."""
+        if self.crop_size is None:
+            raise UsageError(
+                "`crop_size` is chosen from the data when training starts; set it, or read "
+                "the tile from a trained run's config."
+            )
         return input_size_for_output(self.crop_size, self.depth, self.padding)
 
     @property
@@ -170,7 +221,12 @@ class Config:
                 f"(version {SCHEMA_VERSION}); upgrade the package to read it."
             )
         for v in range(version, SCHEMA_VERSION):
-            values = _UPGRADES[v](values)
+            try:
+                values = _UPGRADES[v](values)
+            except (TypeError, ValueError) as error:
+                raise UsageError(
+                    f"Cannot upgrade this version-{v} config ({error}); fix its values."
+                ) from None
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -202,10 +258,24 @@ class Config:
         """A copy that trains for about a minute on a few crops (tests, demos, CI)."""
         return dataclasses.replace(
             self,
-            epochs=min(self.epochs, 4),
+            steps=min(self.steps, 40),
+            steps_per_epoch=min(self.steps_per_epoch, 10),
             train_limit=min(self.train_limit or 64, 64),
             val_limit=min(self.val_limit or 16, 16),
         )
+
+    @property
+    def epochs(self):
+        """Keras epochs of ``steps_per_epoch`` steps that make up ``steps``."""
+        return -(-self.steps // self.steps_per_epoch)
+
+    def patience(self, steps):
+        """A number of steps as whole epochs (at least 1)."""
+        return max(1, -(-steps // self.steps_per_epoch))
+
+    def postprocessing(self):
+        """``threshold``, ``h`` and ``min_area`` as :func:`unet.count.label_spores` takes them."""
+        return {"threshold": self.threshold, "h": self.split_h, "min_area": self.min_area}
 
     def build_model(self):
         """The (untrained, uncompiled) fully convolutional model of this config."""

@@ -6,21 +6,30 @@ See :mod:`unet.run` for what the run folder holds and how a run resumes, and
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
 import keras
+import numpy as np
 
 from . import data, losses, metrics, plot
 from .augment import Augmentation
+from .calibrate import calibrate_postprocessing
 from .devices import PRECISIONS, STRATEGIES, make_strategy, resolve_precision  # noqa: F401
 from .errors import NaNLossError
-from .io import check_data_dir
+from .io import check_data_dir, read_counts
+from .predict import predict_many
 from .run import Config, load_run, prepare_run_dir, read_history  # noqa: F401  (public here too)
 
 
 class _EpochTimer(keras.callbacks.Callback):
-    """Adds ``seconds`` (wall-clock time of the epoch, validation included) to the logs."""
+    """Adds ``seconds`` (wall-clock time of the epoch, validation included) and ``step``
+    (optimiser steps done) to the logs."""
+
+    def __init__(self, steps_per_epoch):
+        super().__init__()
+        self.steps_per_epoch = steps_per_epoch
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -28,6 +37,39 @@ class _EpochTimer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["seconds"] = time.perf_counter() - self._start
+            logs["step"] = (epoch + 1) * self.steps_per_epoch
+
+
+class WholeImageValidation(keras.callbacks.Callback):
+    """Validation on whole images at their own size, as ``evaluate`` scores them.
+
+    At the end of every epoch each validation image is predicted by overlap-tiles
+    (:func:`unet.predict.predict_many`, exact for the default crop-skip model) and the
+    pixel counts are pooled over all of them: ``val_dice``, ``val_iou``,
+    ``val_precision``, ``val_recall`` and ``val_loss`` (the loss over all pixels of all
+    validation images) go into the logs, for the checkpoint, early stopping, the
+    learning-rate schedule and history.csv.
+    """
+
+    def __init__(self, samples, loss, threshold=0.5, batch_size=8):
+        super().__init__()
+        self.samples, self.loss, self.threshold = samples, loss, float(threshold)
+        self.batch_size = int(batch_size)
+        self.truth = [np.asarray(m) > 0 for m in samples.masks]
+
+    def on_epoch_end(self, epoch, logs=None):
+        probs = predict_many(self.model, self.samples.images, self.batch_size)
+        counts = np.zeros(4, np.int64)
+        for prob, truth in zip(probs, self.truth):
+            counts += metrics.confusion_counts(truth, prob > self.threshold)
+        if logs is not None:
+            for key, value in metrics.scores_from_counts(*counts).items():
+                logs[f"val_{key}"] = value
+            flat_true = np.concatenate([t.ravel() for t in self.truth]).astype(np.float32)
+            flat_prob = np.concatenate([p.ravel() for p in probs])
+            shape = (1, flat_true.size, 1, 1)
+            logs["val_loss"] = float(self.loss.call(flat_true.reshape(shape),
+                                                    flat_prob.reshape(shape)))
 
 
 class _StopOnNaN(keras.callbacks.TerminateOnNaN):
@@ -60,7 +102,9 @@ def train(
         Settings (defaults: ``Config()``).
     data_dir : path
         Holds ``train/`` and ``val/``, each with ``images/`` and ``masks/`` (and
-        optionally ``labels/`` for the border-weighted loss).
+        optionally ``labels/``: instance labels for the border-weighted loss and the
+        calibration; masks holding instance ids serve as well). Images of any size
+        and number.
     out_dir : path
         The run directory (see the module docstring). Starting again with the same
         ``out_dir`` after an interruption resumes from the last finished epoch.
@@ -78,8 +122,11 @@ def train(
     Returns
     -------
     dict
-        ``{"model": path, "history": {metric: array}, "epochs": n, "seconds": t,
-        "precision": policy, "resumed": bool}``.
+        ``model`` (path), ``history`` ({column: array}, one row per epoch of
+        ``steps_per_epoch`` steps), ``epochs``, ``steps`` (done), ``seconds``,
+        ``precision`` (policy), ``resumed``, ``config`` (as saved: the chosen
+        ``crop_size`` and the calibrated post-processing), ``calibration`` (what it
+        chose and compared, or None) and ``calibration_note`` (one line saying so).
     """
     if config is None:
         config = Config()
@@ -88,23 +135,24 @@ def train(
     if quick:
         config = config.quick()
     data_dir = check_data_dir(data_dir)
-    out_dir, resumed = prepare_run_dir(out_dir, config, overwrite)
-    policy = resolve_precision(precision)
-    dist = make_strategy(strategy)
-
+    # the data first: a broken input is refused before anything is written
     train_set = data.load_folder(data_dir / "train", channels=config.channels,
                                  limit=config.train_limit)
     val_set = data.load_folder(data_dir / "val", channels=config.channels,
                                limit=config.val_limit)
+    if config.crop_size is None:
+        config = dataclasses.replace(
+            config, crop_size=data.choose_crop_size(train_set, config.depth, config.padding))
+    out_dir, resumed = prepare_run_dir(out_dir, config, overwrite)
+    policy = resolve_precision(precision)
+    dist = make_strategy(strategy)
+
     weights = "border" if config.loss == "weighted_bce" else "uniform"
-    tile, out = config.tile_size, config.output_tile_size
-    common = dict(tile=tile, out=out, batch_size=config.batch_size, weights=weights,
-                  w0=config.border_w0, sigma=config.border_sigma)
     train_ds = data.make_dataset(
-        train_set, augment=Augmentation() if config.augment else None,
-        shuffle=True, seed=config.seed, **common
+        train_set, config.tile_size, config.output_tile_size, batch_size=config.batch_size,
+        augment=Augmentation() if config.augment else None, shuffle=True, seed=config.seed,
+        repeat=True, weights=weights, w0=config.border_w0, sigma=config.border_sigma,
     )
-    val_ds = data.make_dataset(val_set, augment=None, shuffle=False, **common)
 
     config.save(out_dir / "config.json")
     keras.utils.set_random_seed(config.seed)
@@ -125,17 +173,21 @@ def train(
     best = read_history(history_path).get("val_dice")
     nan_guard = _StopOnNaN()
     callbacks = [
-        _EpochTimer(),  # first, so that the history and TensorBoard get the epoch's time
+        # first: the epoch's time includes validation, whose scores the others read
+        _EpochTimer(config.steps_per_epoch),
+        WholeImageValidation(val_set, losses.get_loss(config.loss), config.threshold,
+                             config.batch_size),
         nan_guard,
         keras.callbacks.ModelCheckpoint(
             out_dir / "model.keras", monitor="val_dice", mode="max", save_best_only=True,
             initial_value_threshold=float(best.max()) if best is not None and best.size else None,
         ),
         keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=0.5, patience=config.reduce_lr_patience, min_lr=1e-5
+            monitor="val_dice", mode="max", factor=0.5,
+            patience=config.patience(config.reduce_lr_steps), min_lr=1e-5,
         ),
         keras.callbacks.EarlyStopping(
-            monitor="val_dice", mode="max", patience=config.early_stopping_patience
+            monitor="val_dice", mode="max", patience=config.patience(config.early_stopping_steps)
         ),
         keras.callbacks.CSVLogger(history_path, append=True),
         keras.callbacks.TensorBoard(out_dir / "logs", write_graph=False),
@@ -143,8 +195,8 @@ def train(
         keras.callbacks.BackupAndRestore(out_dir / "backup", double_checkpoint=True),
     ]
     start = time.perf_counter()
-    model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
-              shuffle=False, verbose=verbose)  # the dataset shuffles itself, reproducibly
+    model.fit(train_ds, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
+              callbacks=callbacks, shuffle=False, verbose=verbose)  # the stream shuffles itself
     seconds = time.perf_counter() - start
     if nan_guard.fired:
         raise NaNLossError(
@@ -154,11 +206,49 @@ def train(
         )
     history = read_history(history_path)
     plot.save_figure(plot.training_curves(history), out_dir / "curves.png")
+    config, note = _calibrate(config, out_dir, val_set, data_dir / "val")
     return {
         "model": out_dir / "model.keras",
         "history": history,
         "epochs": len(history.get("epoch", [])),
+        "steps": int(history["step"][-1]) if "step" in history else 0,
         "seconds": seconds,
         "precision": policy,
         "resumed": resumed,
+        "config": config,
+        "calibration": config.calibration,
+        "calibration_note": note,
     }
+
+
+def _calibrate(config, out_dir, val_set, val_dir):
+    """Choose the post-processing on the validation split; save it in config.json.
+
+    Returns the (updated) config and a one-line note of what happened.
+    """
+    kept = (f"threshold {config.threshold}, split_h {config.split_h}, "
+            f"min_area {config.min_area}")
+    if not config.calibrate:
+        return config, f"post-processing as configured: {kept}"
+    counts = None
+    if val_set.labels is None:
+        found = read_counts(val_dir)
+        if found and all(name in found for name in val_set.names):
+            counts = [found[name] for name in val_set.names]
+        else:
+            return config, (f"calibration skipped: the validation split has no instance "
+                            f"labels or counts; kept {kept}")
+    model, _ = load_run(out_dir)
+    probs = predict_many(model, val_set.images)
+    result = calibrate_postprocessing(probs, labels=val_set.labels, counts=counts,
+                                      masks=val_set.masks)
+    config = dataclasses.replace(config, threshold=result["threshold"],
+                                 split_h=result["split_h"], min_area=result["min_area"],
+                                 calibration=result)
+    config.save(out_dir / "config.json")
+    better = "higher" if "F1" in result["objective"] else "lower"
+    return config, (
+        f"calibrated on {result['objective']} ({better} is better): threshold "
+        f"{result['threshold']}, split_h {result['split_h']}, min_area {result['min_area']} "
+        f"give {result['score']:.4f} (defaults: {result['default_score']:.4f})"
+    )

@@ -1,0 +1,55 @@
+"""Post-processing chosen on validation data: the fast grid equals label_spores, and the
+choice recovers the split a data set needs."""
+
+import numpy as np
+import pytest
+
+from unet.calibrate import _objects, calibrate_postprocessing
+from unet.count import count_labels, label_spores, remove_small_regions
+
+
+def peanuts_image(seed=0, n=12, radius=7, gap=5.0):
+    """Peanut-shaped objects (two disks 9 px apart, one object each) on a 200x200 image,
+    as a soft map: the default split height (1 px) cuts each in two, 2 px does not."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[:200, :200]
+    labels = np.zeros((200, 200), np.int32)
+    k = 0
+    for i in range(n):
+        cy, cx = 20 + (i // 4) * 55, 20 + (i % 4) * 50
+        k += 1
+        for dx in (0, 2 * radius - gap):  # the second disk overlaps the first by `gap` px
+            labels[(rows - cy) ** 2 + (cols - cx - dx) ** 2 <= radius**2] = k
+    prob = (labels > 0) * 0.9 + rng.random(labels.shape) * 0.05
+    return prob.astype(np.float32), labels
+
+
+@pytest.mark.parametrize("threshold, h, area", [(0.5, 1.0, 16), (0.3, 0.25, 5), (0.7, 4.0, 60)])
+def test_the_fast_grid_equals_label_spores(threshold, h, area):
+    rng = np.random.default_rng(1)
+    from scipy import ndimage as ndi
+
+    prob = ndi.gaussian_filter(rng.random((120, 140)), 3)
+    prob = (prob - prob.min()) / np.ptp(prob)
+    fast = remove_small_regions(_objects(prob, threshold, h), area)
+    slow = label_spores(prob, threshold=threshold, min_area=area, h=h)
+    assert count_labels(fast) == count_labels(slow)
+    np.testing.assert_array_equal(fast > 0, slow > 0)
+
+
+def test_calibration_finds_the_split_height_the_objects_need():
+    probs, labels = zip(*(peanuts_image(seed) for seed in range(3)))
+    result = calibrate_postprocessing(probs, labels=labels)
+    assert result["objective"].startswith("object F1")
+    assert result["score"] >= 0.95 and result["score"] > result["default_score"]
+    chosen = label_spores(probs[0], result["threshold"], result["min_area"], h=result["split_h"])
+    assert count_labels(chosen) == count_labels(labels[0]) == 12
+    assert count_labels(label_spores(probs[0])) == 24  # the defaults cut every peanut in two
+
+
+def test_calibration_by_counts_and_without_truth():
+    probs, labels = zip(*(peanuts_image(seed) for seed in range(2)))
+    counts = [count_labels(t) for t in labels]
+    result = calibrate_postprocessing(probs, counts=counts, masks=[t > 0 for t in labels])
+    assert result["objective"].startswith("mean count error") and result["score"] == 0.0
+    assert calibrate_postprocessing(probs) is None

@@ -1,0 +1,166 @@
+"""Choosing the post-processing on the user's own validation data, as StarDist chooses its thresholds.
+
+From probability maps to counted objects, :func:`unet.count.label_spores` needs three
+numbers: the probability ``threshold``, the split height ``h`` of touching objects and
+the smallest object ``min_area``. Defaults tuned on one kind of image do not carry
+over to another (a split height that separates one renderer's touching spores merges
+another's), so after training :func:`calibrate_postprocessing` searches a small grid on
+the validation split and keeps the best:
+
+* with instance truth (``labels/``, or masks holding instance ids): the highest object
+  F1 at IoU 0.5, pooled over the images (ties: the lower count error);
+* with true counts only (``counts.csv``): the threshold of the best pooled pixel Dice,
+  then the lowest mean count error;
+* with neither: nothing to calibrate on; the defaults stay (and the caller says so).
+
+The search reuses work: for one threshold and split height the objects are labelled
+once with ``min_area=1``, and each ``min_area`` then only drops the smaller objects,
+which gives exactly what ``label_spores`` gives with that ``min_area`` (both the
+objects before splitting and their pieces are dropped when smaller; a piece is never
+larger than its object).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .count import MIN_AREA, SPLIT_H, object_scores, relative_count_error, remove_small_regions
+from .count import split_touching
+from .errors import UsageError
+
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+SPLIT_HEIGHTS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+#: ``min_area`` candidates as fractions of the median true object area (plus MIN_AREA).
+AREA_FRACTIONS = (0.05, 0.1, 0.2, 0.35)
+
+
+def _objects(prob, threshold, h):
+    """``label_spores(prob, threshold, min_area=1, h=h)`` without the final relabelling."""
+    mask = ndi.binary_fill_holes(np.asarray(prob) > threshold)
+    return split_touching(mask, h)
+
+
+def _f1(tp, fp, fn):
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+
+
+def calibrate_postprocessing(probs, labels=None, counts=None, masks=None,
+                             thresholds=THRESHOLDS, split_heights=SPLIT_HEIGHTS,
+                             min_areas=None):
+    """The post-processing that scores best on validation images.
+
+    Parameters
+    ----------
+    probs : sequence of numpy.ndarray
+        Foreground probability maps, one per validation image, at the images' size.
+    labels : sequence of numpy.ndarray, optional
+        True instance labels, one per image (the objective is then object F1).
+    counts : sequence of int, optional
+        True counts, one per image (used when there are no labels).
+    masks : sequence of numpy.ndarray, optional
+        True binary masks (choose the threshold by pixel Dice when only counts exist).
+    thresholds, split_heights : sequence of float
+        The grid.
+    min_areas : sequence of int, optional
+        Default: fractions :data:`AREA_FRACTIONS` of the median true object area (from
+        the labels, else the mask components), and :data:`unet.count.MIN_AREA`.
+
+    Returns
+    -------
+    dict or None
+        ``threshold``, ``split_h``, ``min_area`` (the choice), ``objective`` (what was
+        maximised or minimised, in words), ``score`` (its value for the choice) and
+        ``default_score`` (for threshold 0.5, :data:`unet.count.SPLIT_H`,
+        :data:`unet.count.MIN_AREA`), ``images``; None without any truth.
+    """
+    probs = [np.asarray(p, np.float32) for p in probs]
+    if labels is None and counts is None:
+        return None
+    if not probs:
+        raise UsageError("calibrate_postprocessing needs at least one validation image.")
+    if min_areas is None:
+        truth = labels if labels is not None else (
+            [ndi.label(np.asarray(m) > 0)[0] for m in masks] if masks is not None else None)
+        areas = (np.concatenate([np.bincount(np.asarray(t).ravel())[1:] for t in truth])
+                 if truth is not None else np.array([]))
+        areas = areas[areas > 0]
+        median = float(np.median(areas)) if areas.size else 4.0 * MIN_AREA
+        min_areas = sorted({max(1, int(round(f * median))) for f in AREA_FRACTIONS} | {MIN_AREA})
+    thresholds = tuple(thresholds)
+    if labels is not None:
+        objective = f"object F1 at IoU 0.5 on {len(probs)} validation images"
+        scores = _grid_by_objects(probs, labels, thresholds, split_heights, min_areas)
+    else:
+        objective = f"mean count error on {len(probs)} validation images"
+        if masks is not None:
+            thresholds = (_best_pixel_threshold(probs, masks, thresholds),)
+        scores = _grid_by_counts(probs, counts, thresholds, split_heights, min_areas)
+    best = min(scores, key=lambda k: scores[k])  # keys are (threshold, h, min_area)
+    default = (0.5, SPLIT_H, MIN_AREA)
+    default_score = scores.get(default)
+    if default_score is None:
+        default_score = (_grid_by_objects(probs, labels, (0.5,), (SPLIT_H,), (MIN_AREA,))
+                         if labels is not None else
+                         _grid_by_counts(probs, counts, (0.5,), (SPLIT_H,), (MIN_AREA,)))[default]
+    sign = -1.0 if labels is not None else 1.0  # stored as minimised keys
+    return {
+        "threshold": float(best[0]),
+        "split_h": float(best[1]),
+        "min_area": int(best[2]),
+        "objective": objective,
+        "score": float(sign * scores[best][0]),
+        "default_score": float(sign * default_score[0]),
+        "images": len(probs),
+    }
+
+
+def _grid_by_objects(probs, labels, thresholds, split_heights, min_areas):
+    """(threshold, h, min_area) -> (-F1, count error), pooled over the images."""
+    tally = {}
+    for prob, truth in zip(probs, labels):
+        truth = np.asarray(truth)
+        n_true = int(np.unique(truth[truth > 0]).size)
+        for threshold, h in itertools.product(thresholds, split_heights):
+            objects = _objects(prob, threshold, h)
+            for area in min_areas:
+                pred = remove_small_regions(objects, area)
+                s = object_scores(truth, pred, thresholds=(0.5,))
+                n_pred = int(np.unique(pred[pred > 0]).size)
+                t = tally.setdefault((threshold, h, area), [0, 0, 0, 0.0])
+                t[0] += int(s["tp"][0])
+                t[1] += int(s["fp"][0])
+                t[2] += int(s["fn"][0])
+                t[3] += float(relative_count_error([n_true], [n_pred])[0])
+    n = len(probs)
+    return {k: (-_f1(tp, fp, fn), err / n) for k, (tp, fp, fn, err) in tally.items()}
+
+
+def _grid_by_counts(probs, counts, thresholds, split_heights, min_areas):
+    """(threshold, h, min_area) -> (mean count error,)."""
+    errors = {}
+    for prob, true in zip(probs, counts):
+        for threshold, h in itertools.product(thresholds, split_heights):
+            objects = _objects(prob, threshold, h)
+            for area in min_areas:
+                pred = remove_small_regions(objects, area)
+                n_pred = int(np.unique(pred[pred > 0]).size)
+                key = (threshold, h, area)
+                errors[key] = errors.get(key, 0.0) + float(
+                    relative_count_error([true], [n_pred])[0])
+    return {k: (v / len(probs),) for k, v in errors.items()}
+
+
+def _best_pixel_threshold(probs, masks, thresholds):
+    def dice(threshold):
+        tp = fp = fn = 0
+        for prob, mask in zip(probs, masks):
+            pred, truth = prob > threshold, np.asarray(mask) > 0
+            tp += np.count_nonzero(pred & truth)
+            fp += np.count_nonzero(pred & ~truth)
+            fn += np.count_nonzero(~pred & truth)
+        return 2 * tp / max(2 * tp + fp + fn, 1)
+
+    return max(thresholds, key=dice)
