@@ -57,7 +57,8 @@ def child(kind, args):
 
         from unet.train import train
 
-        config = dataclasses.replace(config, epochs=1, train_limit=args.train_limit)
+        config = dataclasses.replace(config, steps=config.steps_per_epoch, calibrate=False,
+                                     train_limit=args.train_limit)
         with tempfile.TemporaryDirectory() as run:
             result = train(config, args.data, Path(run) / "run", precision=args.precision,
                            strategy="default", verbose=0)

@@ -29,7 +29,7 @@ def arguments(name, args):
     quick = {
         "model_speed": ["--repeats", "2", "--matmul", "1024"],
         "data_pipeline": ["--rounds", "2", "--steps", "3", "--limit", "100"],
-        "precision": ["--epochs", "1", "--train-limit", "64"],
+        "precision": ["--steps", "100", "--train-limit", "64"],
         "tiling": ["--size", "1024", "--max-tiles", "320,800", "--batches", "1", "--repeats", "1"],
         "memory": ["--train-limit", "64", "--size", "2048"],
         "quality": ["--budget", "20"],
@@ -69,7 +69,7 @@ def summary_rows():
     prec = load("precision")
     if prec and "bf16" in prec:
         crops = prec["train_limit"] or "all"
-        rows.append((f"bf16 vs fp32 training ({prec['epochs']} epochs, {crops} crops): "
+        rows.append((f"bf16 vs fp32 training ({prec['steps']} steps, {crops} crops): "
                      "epoch speed", f"{prec['bf16']['speedup']:.2f}x", ">= 1.8x"))
         rows.append(("bf16 - fp32 test Dice", f"{prec['bf16']['dice_difference']:+.4f}",
                      "within 0.01"))

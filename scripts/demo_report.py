@@ -70,7 +70,8 @@ def field_figure(model, config, data_dir, field_name):
     folder = data_dir / "fields"
     path = next((folder / "images").glob(f"{field_name}.*"))
     probability = predict_tiled(model, load_image(path, config.channels))
-    spores = count_spores(probability, threshold=config.threshold)
+    spores = count_spores(probability, config.threshold, min_area=config.min_area,
+                          h=config.split_h)
     true_count = read_counts(folder).get(field_name)
     return plot.counted_field(read_image(path), spores.labels, true_count=true_count)
 
@@ -107,9 +108,14 @@ def main(argv=None):
         f"- model: filters {config.filters}, depth {config.depth}, {config.padding} padding, "
         f"skip `{config.skip}`, {model.count_params():,} parameters; crops mirror-padded to "
         f"{config.tile_size} -> {config.output_tile_size} px tiles",
-        f"- {len(history['epoch'])} epochs, loss `{config.loss}`, batch {config.batch_size}; "
-        f"best validation Dice {history['val_dice'][best]:.4f} at epoch {best + 1} "
-        f"(the saved `model.keras`)",
+        f"- {int(history['step'][-1])} steps, loss `{config.loss}`, batch {config.batch_size}; "
+        f"best validation Dice {history['val_dice'][best]:.4f} at step "
+        f"{int(history['step'][best])} (the saved `model.keras`)",
+        f"- post-processing: threshold {config.threshold}, split height {config.split_h}, "
+        f"min area {config.min_area} px"
+        + (f" (calibrated on the validation split: {config.calibration['objective']} "
+           f"{config.calibration['score']:.3f}, defaults {config.calibration['default_score']:.3f})"
+           if config.calibration else ""),
         "",
         "![training curves](curves.png)",
         "",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .count import MIN_AREA, SPLIT_H, SPORE_COLUMNS, count_spores
+from .count import MIN_AREA, SPORE_COLUMNS, count_spores
 from .image import prepare_image, to_channels
 from .io import check_image_file, collect_images, read_image, save_png, write_csv
 from .model import model_geometry
@@ -74,7 +74,8 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
     min_area : int, optional
         Smallest spore in pixels (default :data:`unet.count.MIN_AREA`).
     split_h : float, optional
-        Split height of touching spores (default :data:`unet.count.SPLIT_H`).
+        Split height of touching spores in pixels (default None: relative to their size,
+        :func:`unet.count.split_height`).
     overwrite : bool
         Replace result files already in ``out_dir``.
     progress : bool
@@ -100,7 +101,7 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
         spores = count_spores(
             prob, threshold, intensity_image=to_channels(raw, 1),
             min_area=MIN_AREA if min_area is None else min_area,
-            h=SPLIT_H if split_h is None else split_h,
+            h=split_h,
         )
         save_png((prob > threshold).astype(np.uint8) * 255, out / f"{path.stem}_mask.png")
         save_png(outline_overlay(raw, spores.labels), out / f"{path.stem}_overlay.png")

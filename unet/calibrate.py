@@ -27,12 +27,22 @@ import itertools
 import numpy as np
 from scipy import ndimage as ndi
 
-from .count import MIN_AREA, SPLIT_H, object_scores, relative_count_error, remove_small_regions
-from .count import split_touching
+from .count import (
+    MIN_AREA,
+    SPLIT_H,
+    count_labels,
+    label_spores,
+    object_scores,
+    relative_count_error,
+    remove_small_regions,
+    split_touching,
+)
 from .errors import UsageError
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
-SPLIT_HEIGHTS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+#: Split heights tried, as fractions of the median true object radius (so the grid
+#: scales with the objects); the relative default (None) is scored beside them.
+SPLIT_RATIOS = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.25)
 #: ``min_area`` candidates as fractions of the median true object area (plus MIN_AREA).
 AREA_FRACTIONS = (0.05, 0.1, 0.2, 0.35)
 
@@ -48,7 +58,7 @@ def _f1(tp, fp, fn):
 
 
 def calibrate_postprocessing(probs, labels=None, counts=None, masks=None,
-                             thresholds=THRESHOLDS, split_heights=SPLIT_HEIGHTS,
+                             thresholds=THRESHOLDS, split_heights=None,
                              min_areas=None):
     """The post-processing that scores best on validation images.
 
@@ -62,8 +72,11 @@ def calibrate_postprocessing(probs, labels=None, counts=None, masks=None,
         True counts, one per image (used when there are no labels).
     masks : sequence of numpy.ndarray, optional
         True binary masks (choose the threshold by pixel Dice when only counts exist).
-    thresholds, split_heights : sequence of float
-        The grid.
+    thresholds : sequence of float
+        The grid of probability thresholds.
+    split_heights : sequence of float, optional
+        Split heights in pixels; default :data:`SPLIT_RATIOS` times the median radius
+        of the true objects.
     min_areas : sequence of int, optional
         Default: fractions :data:`AREA_FRACTIONS` of the median true object area (from
         the labels, else the mask components), and :data:`unet.count.MIN_AREA`.
@@ -73,22 +86,26 @@ def calibrate_postprocessing(probs, labels=None, counts=None, masks=None,
     dict or None
         ``threshold``, ``split_h``, ``min_area`` (the choice), ``objective`` (what was
         maximised or minimised, in words), ``score`` (its value for the choice) and
-        ``default_score`` (for threshold 0.5, :data:`unet.count.SPLIT_H`,
-        :data:`unet.count.MIN_AREA`), ``images``; None without any truth.
+        ``default_score`` (for threshold 0.5, the relative split height
+        :data:`unet.count.SPLIT_H` and :data:`unet.count.MIN_AREA`), ``images``; None
+        without any truth.
     """
     probs = [np.asarray(p, np.float32) for p in probs]
     if labels is None and counts is None:
         return None
     if not probs:
         raise UsageError("calibrate_postprocessing needs at least one validation image.")
+    truth = labels if labels is not None else (
+        [ndi.label(np.asarray(m) > 0)[0] for m in masks] if masks is not None else None)
+    areas = (np.concatenate([np.bincount(np.asarray(t).ravel())[1:] for t in truth])
+             if truth is not None else np.array([]))
+    areas = areas[areas > 0]
+    median = float(np.median(areas)) if areas.size else 4.0 * MIN_AREA
     if min_areas is None:
-        truth = labels if labels is not None else (
-            [ndi.label(np.asarray(m) > 0)[0] for m in masks] if masks is not None else None)
-        areas = (np.concatenate([np.bincount(np.asarray(t).ravel())[1:] for t in truth])
-                 if truth is not None else np.array([]))
-        areas = areas[areas > 0]
-        median = float(np.median(areas)) if areas.size else 4.0 * MIN_AREA
         min_areas = sorted({max(1, int(round(f * median))) for f in AREA_FRACTIONS} | {MIN_AREA})
+    if split_heights is None:
+        radius = float(np.sqrt(median / np.pi))
+        split_heights = sorted({round(r * radius, 3) for r in SPLIT_RATIOS})
     thresholds = tuple(thresholds)
     if labels is not None:
         objective = f"object F1 at IoU 0.5 on {len(probs)} validation images"
@@ -99,22 +116,39 @@ def calibrate_postprocessing(probs, labels=None, counts=None, masks=None,
             thresholds = (_best_pixel_threshold(probs, masks, thresholds),)
         scores = _grid_by_counts(probs, counts, thresholds, split_heights, min_areas)
     best = min(scores, key=lambda k: scores[k])  # keys are (threshold, h, min_area)
-    default = (0.5, SPLIT_H, MIN_AREA)
-    default_score = scores.get(default)
-    if default_score is None:
-        default_score = (_grid_by_objects(probs, labels, (0.5,), (SPLIT_H,), (MIN_AREA,))
-                         if labels is not None else
-                         _grid_by_counts(probs, counts, (0.5,), (SPLIT_H,), (MIN_AREA,)))[default]
+    default_score = _score_default(probs, labels, counts)
+    if default_score <= scores[best]:  # the relative default does as well: keep it
+        best = (0.5, None, MIN_AREA)
+        scores[best] = default_score
     sign = -1.0 if labels is not None else 1.0  # stored as minimised keys
     return {
         "threshold": float(best[0]),
-        "split_h": float(best[1]),
+        "split_h": None if best[1] is None else float(best[1]),
         "min_area": int(best[2]),
         "objective": objective,
         "score": float(sign * scores[best][0]),
         "default_score": float(sign * default_score[0]),
         "images": len(probs),
     }
+
+
+def _score_default(probs, labels, counts):
+    """The key of the defaults (threshold 0.5, relative split height, MIN_AREA)."""
+    tp = fp = fn = 0
+    errors = []
+    for k, prob in enumerate(probs):
+        pred = label_spores(prob, 0.5, MIN_AREA, h=SPLIT_H)
+        n_pred = count_labels(pred)
+        if labels is not None:
+            s = object_scores(labels[k], pred, thresholds=(0.5,))
+            tp, fp, fn = tp + int(s["tp"][0]), fp + int(s["fp"][0]), fn + int(s["fn"][0])
+            true = count_labels(labels[k])
+        else:
+            true = counts[k]
+        errors.append(float(relative_count_error([true], [n_pred])[0]))
+    if labels is not None:
+        return (-_f1(tp, fp, fn), float(np.mean(errors)))
+    return (float(np.mean(errors)),)
 
 
 def _grid_by_objects(probs, labels, thresholds, split_heights, min_areas):

@@ -113,8 +113,9 @@ class Config:
         rate (rounded up to whole epochs).
     threshold, split_h, min_area
         Post-processing: the probability above which a pixel is foreground (metrics,
-        masks, counts), the split height of touching objects and the smallest object in
-        pixels (see :func:`unet.count.label_spores`). With ``calibrate`` they are chosen
+        masks, counts), the split height of touching objects in pixels (None: 5 % of
+        the median object radius, :func:`unet.count.split_height`) and the smallest
+        object in pixels (see :func:`unet.count.label_spores`). With ``calibrate`` they are chosen
         on the validation split after training.
     calibrate : bool
         Choose ``threshold``, ``split_h`` and ``min_area`` on the validation split when
@@ -153,7 +154,7 @@ class Config:
     val_limit: int | None = None
     # post-processing
     threshold: float = 0.5
-    split_h: float = 1.0
+    split_h: float | None = None
     min_area: int = 16
     calibrate: bool = True
     calibration: dict | None = None
@@ -172,8 +173,8 @@ class Config:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UsageError(f"`{name}` must be a positive integer, got {value!r}.")
-        if not self.split_h > 0:
-            raise UsageError(f"`split_h` must be positive, got {self.split_h!r}.")
+        if self.split_h is not None and not self.split_h > 0:
+            raise UsageError(f"`split_h` must be positive or null, got {self.split_h!r}.")
         if not 0 < self.threshold < 1:
             raise UsageError(f"`threshold` must be between 0 and 1, got {self.threshold!r}.")
         if not self.learning_rate > 0:
