@@ -46,8 +46,8 @@ class WholeImageValidation(keras.callbacks.Callback):
     At the end of every epoch each validation image is predicted by overlap-tiles
     (:func:`unet.predict.predict_many`, exact for the default crop-skip model) and the
     pixel counts are pooled over all of them: ``val_dice``, ``val_iou``,
-    ``val_precision``, ``val_recall`` and ``val_loss`` (the loss over all pixels of all
-    validation images) go into the logs, for the checkpoint, early stopping, the
+    ``val_precision``, ``val_recall``, ``val_loss`` (the loss over all pixels of all
+    validation images) and ``val_seconds`` (the time it took) go into the logs, for the checkpoint, early stopping, the
     learning-rate schedule and history.csv.
     """
 
@@ -58,6 +58,7 @@ class WholeImageValidation(keras.callbacks.Callback):
         self.truth = [np.asarray(m) > 0 for m in samples.masks]
 
     def on_epoch_end(self, epoch, logs=None):
+        start = time.perf_counter()
         probs = predict_many(self.model, self.samples.images, self.batch_size)
         counts = np.zeros(4, np.int64)
         for prob, truth in zip(probs, self.truth):
@@ -70,6 +71,7 @@ class WholeImageValidation(keras.callbacks.Callback):
             shape = (1, flat_true.size, 1, 1)
             logs["val_loss"] = float(self.loss.call(flat_true.reshape(shape),
                                                     flat_prob.reshape(shape)))
+            logs["val_seconds"] = time.perf_counter() - start
 
 
 class _StopOnNaN(keras.callbacks.TerminateOnNaN):
