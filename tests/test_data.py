@@ -711,3 +711,24 @@ def test_mixed_crops_and_large_images_train_together():
     assert np.all(np.isfinite(x.numpy())) and set(np.unique(y.numpy())) <= {0.0, 1.0}
     ordered = D.make_dataset(samples, tile, out, batch_size=1, shuffle=False)
     assert ordered.cardinality().numpy() == 3 + 4 * 6  # crops once, the field by windows
+
+
+def test_instance_id_masks_are_labels_and_reused_ids_are_split(tmp_path):
+    from PIL import Image
+
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir()
+    ids = np.zeros((30, 40), np.uint16)
+    ids[2:8, 2:8], ids[2:8, 8:14] = 1, 2  # two touching objects with their own ids
+    ids[20:26, 30:36] = 1  # id 1 again, far away: a second object
+    Image.fromarray(np.full((30, 40), 90, np.uint8)).save(tmp_path / "images" / "a.png")
+    Image.fromarray(ids).save(tmp_path / "masks" / "a.png")
+    binary = (ids > 0).astype(np.uint8) * 255
+    Image.fromarray(np.full((30, 40), 90, np.uint8)).save(tmp_path / "images" / "b.png")
+    Image.fromarray(binary).save(tmp_path / "masks" / "b.png")
+    with pytest.warns(UserWarning, match="one id for separate regions"):
+        samples = D.load_folder(tmp_path, channels=1)
+    a, b = samples.labels
+    assert unet.count_labels(a) == 3  # touching objects kept apart, the reused id split
+    assert unet.count_labels(b) == 2  # a binary mask among id masks: its components
+    np.testing.assert_array_equal(samples.masks[0], ids > 0)

@@ -293,3 +293,18 @@ def test_an_empty_or_truncated_model_file_is_named_as_such(tmp_path, trained_run
     for name in ("empty.keras", "cut.keras"):
         with pytest.raises(ValueError, match="not a complete .keras archive"):
             load_run(tmp_path / name)
+
+
+def test_without_instance_truth_the_calibration_is_skipped_with_one_line(tmp_path, sample_dir):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_dir / "train", data / "train")
+    shutil.copytree(sample_dir / "val", data / "val", ignore=shutil.ignore_patterns("labels"))
+    (data / "val" / "counts.csv").unlink()
+    result = train(Config(**{**TINY, "steps": 4, "steps_per_epoch": 2}), data, tmp_path / "run",
+                   precision="fp32", strategy="default", verbose=0)
+    assert result["calibration"] is None
+    assert result["calibration_note"].startswith("calibration skipped: the validation split has")
+    saved = Config.load(tmp_path / "run" / "config.json")
+    assert (saved.threshold, saved.split_h, saved.min_area) == (0.5, None, 16)
