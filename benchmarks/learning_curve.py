@@ -29,13 +29,13 @@ HERE = Path(__file__).resolve().parent
 
 def subset(source, out, n):
     """A data folder holding the first ``n`` training crops and all validation crops."""
-    if (out / "train").is_dir():
+    if (out / "val").is_dir():
         return out
     from unet.io import find_pairs
 
     for pair in find_pairs(source / "train")[:n]:
         for kind in ("images", "masks", "labels"):
-            path = getattr(pair, kind[:-1] if kind != "masks" else "mask")
+            path = {"images": pair.image, "masks": pair.mask, "labels": pair.labels}[kind]
             if path is not None:
                 (out / "train" / kind).mkdir(parents=True, exist_ok=True)
                 shutil.copy(path, out / "train" / kind / path.name)

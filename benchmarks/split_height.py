@@ -28,12 +28,20 @@ from styles import style
 #: masks do not see).
 GEOMETRIES = ("default", "dense", "small", "large")
 
-HEIGHTS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, None)  # None: relative (the default)
+#: Absolute split heights (pixels), then relative ones ("x0.07": 0.07 times the median
+#: object radius; the package's default ratio is unet.count.SPLIT_RATIO).
+HEIGHTS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, "x0.03", "x0.05", "x0.07", "x0.1")
 
 
 def score(sets, heights=HEIGHTS):
     """{set: {h: (count error, object F1)}} over lists of instance label images."""
-    from unet.count import count_labels, label_spores, object_scores, relative_count_error
+    from unet.count import (
+        count_labels,
+        label_spores,
+        object_scores,
+        relative_count_error,
+        split_height,
+    )
 
     results = {}
     for name, truths in sets.items():
@@ -41,7 +49,9 @@ def score(sets, heights=HEIGHTS):
         for h in heights:
             errors, tp, fp, fn = [], 0, 0, 0
             for labels in truths:
-                counted = label_spores(labels > 0, h=h)
+                mask = labels > 0
+                absolute = split_height(mask, float(h[1:])) if isinstance(h, str) else h
+                counted = label_spores(mask, h=absolute)
                 errors.append(relative_count_error([count_labels(labels)],
                                                    [count_labels(counted)])[0])
                 s = object_scores(labels, counted, thresholds=(0.5,))
@@ -78,8 +88,8 @@ def main(argv=None):
     for name, by_h in results.items():
         rows.append((name, *(f"{100 * e:.1f} % / {f1:.3f}" for e, f1 in by_h.values())))
     print(f"count error / object F1 of the true binary masks, by split height h "
-          f"(relative: {SPLIT_RATIO} x the median object radius)")
-    names = [f"h={h:g}" if h is not None else "relative" for h in HEIGHTS]
+          f"(x: times the median object radius; the default is x{SPLIT_RATIO})")
+    names = [f"h={h}" for h in HEIGHTS]
     print(table(rows, ("data", *names)))
     worst = {h: max(r[h][0] for r in results.values()) for h in HEIGHTS}
     mean = {h: float(np.mean([r[h][0] for r in results.values()])) for h in HEIGHTS}
