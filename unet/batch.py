@@ -1,43 +1,109 @@
 """Files in, files out: what ``python -m unet predict`` runs over a list of images.
 
-Each image is read, prepared as in training (:func:`unet.image.prepare_image`),
-predicted at its own size by overlap-tiles (:func:`unet.predict.predict_tiled`, no
-resizing), thresholded, split into spores and measured (:mod:`unet.count`). Every
-input is checked before anything is written, and every output is written to a
-temporary name and renamed into place (:func:`unet.io.atomic_path`).
+Each image is read (:func:`unet.imagefile.read_image_channels`: the chosen channels,
+never an unmarked channel taken for alpha), prepared as in training
+(:func:`unet.image.prepare_image`), predicted at its own size by overlap-tiles
+(:func:`unet.predict.predict_tiled`, no resizing), thresholded, split into spores and
+measured (:mod:`unet.count`); :mod:`unet.outputs` decides which spores are reported
+and writes them. Every input is checked before anything is written, and every output
+is written to a temporary name and renamed into place (:func:`unet.io.atomic_path`).
+
+For a folder of many images the work overlaps: one thread reads and prepares the next
+image while the model predicts the current one, and a small pool counts, measures and
+writes the images already predicted. Both are bounded (one image read ahead, at most
+``workers`` + 1 images waiting to be written), so memory stays that of a few images.
+The model itself runs in the calling thread only.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from .count import MIN_AREA, SPORE_COLUMNS, count_spores
+from .count import MIN_AREA, count_spores
+from .errors import UsageError
 from .image import prepare_image, to_channels
-from .io import check_image_file, collect_images, read_image, save_png, write_csv
+from .imagefile import (check_channels, check_image_channels, check_pixel_size, pixel_size_for,
+                        read_image_channels)
+from .io import IMAGE_EXTENSIONS, check_image_file, collect_images, list_images, save_png, write_csv
 from .model import model_geometry
-from .predict import predict_tiled
-from .render import outline_overlay
+from .outputs import (check_areas, report_spores, spore_columns, table_rows, write_labels_tiff,
+                      write_probability_tiff, write_rois)
+from .predict import plan_tiles, predict_tiled
+from .render import id_overlay
+
+#: Files written per image: ``NAME_<kind>.<ext>``.
+IMAGE_OUTPUTS = {"mask": ".png", "overlay": ".png", "labels": ".tif", "rois": ".zip"}
+#: Columns of ``summary.csv``.
+SUMMARY_COLUMNS = ("image", "count", "touching_border", "above_max_area", "pixel_size_um",
+                   "pixel_size_source")
 
 
-def _output_dir(out_dir, names, overwrite):
-    """Create OUT; refuse to replace any output file already there unless overwrite."""
+@dataclass(frozen=True)
+class _Input:
+    path: Path
+    name: str  # the image's name in the tables: its stem, or relative path without suffix
+    pixel_size: object
+
+
+def _tree(folder):
+    """Image files under ``folder`` (hidden folders skipped), sorted by relative path."""
+    found = []
+    for directory, subdirs, _ in os.walk(folder):
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+        found.extend(list_images(directory))
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _collect(inputs, recursive):
+    """``[(path, name)]``: names are stems, or paths relative to a folder given with
+    ``recursive`` (``A1/image_1``); refuses two inputs with one name."""
+    if not recursive:
+        return [(p, p.stem) for p in collect_images(inputs)]
+    items = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = _tree(item)
+            if not found:
+                raise UsageError(f"Folder {item} holds no images ({', '.join(IMAGE_EXTENSIONS)}), "
+                                 "nor do its sub-folders.")
+            items += [(p.resolve(), PurePosixPath(p.relative_to(item).with_suffix("")).as_posix())
+                      for p in found]
+        else:
+            items += [(p, p.stem) for p in collect_images([item])]
+    seen = {}
+    for path, name in items:
+        if name in seen and seen[name] != path:
+            raise UsageError(
+                f"Two inputs are named {name!r} ({seen[name]} and {path}); their outputs would "
+                "collide, so predict them into separate `out_dir` folders.")
+        seen[name] = path
+    return list(dict(((p, n), None) for p, n in items))
+
+
+def _output_dir(out_dir, names, kinds, overwrite):
+    """Create OUT (and the sub-folders of nested names); refuse to replace any output
+    file already there unless overwrite."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"`out_dir` {out} is a file; give a folder for the results.")
     planned = [out / "spores.csv", out / "summary.csv"]
-    planned += [out / f"{n}_{kind}.png" for n in names for kind in ("mask", "overlay")]
+    planned += [out / f"{n}_{kind}{ext}" for n in names for kind, ext in kinds.items()]
     clashes = [p for p in planned if p.exists()]
     if clashes and not overwrite:
         raise FileExistsError(
-            f"{out} already holds results ({clashes[0].name}"
+            f"{out} already holds results ({clashes[0].relative_to(out)}"
             f"{f' and {len(clashes) - 1} more' if len(clashes) > 1 else ''}); "
             "choose another `out_dir` or pass `overwrite=True`."
         )
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        for folder in sorted({(out / n).parent for n in names} | {out}):
+            folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise PermissionError(f"Cannot create {out} ({error.strerror}).") from None
     if not os.access(out, os.W_OK):
@@ -45,28 +111,42 @@ def _output_dir(out_dir, names, overwrite):
     return out
 
 
-def _format(value):
-    """A CSV cell: floats to 4 significant digits, others as they are."""
-    if isinstance(value, (float, np.floating)):
-        return f"{value:.4g}"
-    return value
+def _read(item, channel, channels):
+    """The raw image (chosen channels) and what the model is given."""
+    raw = read_image_channels(item.path, channel)
+    have = 1 if raw.ndim == 2 else raw.shape[2]
+    if channel is not None and have not in (1, channels):
+        raise UsageError(
+            f"`channel` picks {have} channels of {item.path}, but the model takes {channels}; "
+            f"pick one channel (used as gray) or {channels}.")
+    return raw, prepare_image(raw, channels)
 
 
 def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=None,
-                   overwrite=False, progress=False, split_h=None):
+                   overwrite=False, progress=False, *, split_h=None, max_area=None,
+                   exclude_border=False,
+                   pixel_size=None, channel=None, recursive=False, tile=None, batch_size=2,
+                   probability=False, workers=2):
     """Segment, split and measure the spores in image files of any size.
 
     Parameters
     ----------
     model : keras.Model
-        A trained U-Net.
+        A trained U-Net (e.g. ``unet.load_run("spores")[0]``).
     inputs : sequence of path
         Image files and/or folders of images.
     out_dir : path
-        Output folder (created). Writes ``NAME_mask.png`` (0/255), ``NAME_overlay.png``
-        (the image with every counted spore outlined), ``spores.csv`` (one row per
-        spore: ``image`` and the columns of :func:`unet.count.measure_spores`) and
-        ``summary.csv`` (``image,count``).
+        Output folder (created). For each image ``NAME_mask.png`` (0/255, the
+        thresholded prediction), ``NAME_overlay.png`` (the image with every reported
+        spore outlined and numbered by its id; spores left out outlined in blue-grey),
+        ``NAME_labels.tif`` (uint16 instance labels, uint32 beyond 65535 spores; the
+        ids of ``spores.csv``, 0 = background; with the pixel size as calibration) and
+        ``NAME_rois.zip`` (one ImageJ ROI per spore, named by id, for Fiji's ROI
+        Manager); with ``probability`` also ``NAME_prob.tif`` (float32). Then
+        ``spores.csv`` (one row per spore: ``image`` and the columns of
+        :func:`unet.outputs.spore_columns`) and ``summary.csv``
+        (:data:`SUMMARY_COLUMNS`: the count, the spores touching the edge, those
+        above ``max_area``, and the pixel size with its source).
     threshold : float
         Foreground probability threshold.
     tta : bool
@@ -80,6 +160,34 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
         Replace result files already in ``out_dir``.
     progress : bool
         Show a progress bar over images.
+    max_area : int, optional
+        Largest spore in pixels; larger ones (clumps, debris) are left out.
+    exclude_border : bool
+        Leave the spores that touch the image edge out of the counts, tables, labels
+        and ROIs (they may be cut); without it they are reported and flagged
+        (``touches_border``).
+    pixel_size : float, optional
+        Micrometres per pixel for every image. Without it each TIFF's own calibration
+        is used when it has one (:func:`unet.imagefile.read_pixel_size`); the
+        ``_um`` / ``_um2`` columns appear when any image has a pixel size.
+    channel : int or sequence of int, optional
+        The channel(s) of multichannel images to segment (0 = the first): one (used as
+        gray) or as many as the model takes. Needed for TIFFs with 2 or more than 3
+        channels that are not marked as alpha.
+    recursive : bool
+        Also take the images in the sub-folders of input folders, and mirror that
+        tree under ``out_dir`` (``plate/A1/x.tif`` -> ``OUT/A1/x_mask.png``; named
+        ``A1/x`` in the tables).
+    tile : int, optional
+        Input tile size (default: chosen per image, see :func:`unet.predict.plan_tiles`);
+        smaller tiles and ``batch_size`` need less memory, e.g. on small GPUs.
+    batch_size : int
+        Tiles per model call.
+    probability : bool
+        Also write ``NAME_prob.tif``.
+    workers : int
+        Threads that count, measure and write while the model predicts (0: all in
+        the calling thread, one image after the other).
 
     Returns
     -------
@@ -88,26 +196,77 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
     """
     from tqdm.auto import tqdm
 
-    paths = collect_images(inputs)
-    for path in paths:  # fail on a broken input before writing anything
+    if not 0 < float(threshold) < 1:
+        raise UsageError(f"`threshold` must be between 0 and 1, got {threshold}.")
+    min_area, max_area = check_areas(MIN_AREA if min_area is None else min_area, max_area)
+    pixel_size = check_pixel_size(pixel_size)
+    channel = check_channels(channel)
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise UsageError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    if isinstance(workers, bool) or int(workers) != workers or workers < 0:
+        raise UsageError(f"`workers` must be an integer >= 0, got {workers!r}.")
+    geometry = model_geometry(model)
+    if tile is not None:  # a bad tile fails here, before anything is written
+        plan_tiles((1, 1), geometry.depth, geometry.padding, tile)
+    items = []
+    for path, name in _collect(inputs, recursive):  # fail on a broken input first
         check_image_file(path)
-    out = _output_dir(out_dir, [p.stem for p in paths], overwrite)
-    channels = model_geometry(model).channels
-    summary, rows = [], []
-    # disable=None: no bar when stderr is not a terminal (logs, CI)
-    for path in tqdm(paths, desc="predict", unit="image", disable=None if progress else True):
-        raw = read_image(path)
-        prob = predict_tiled(model, prepare_image(raw, channels), tta=tta)
-        spores = count_spores(
-            prob, threshold, intensity_image=to_channels(raw, 1),
-            min_area=MIN_AREA if min_area is None else min_area,
-            h=split_h,
-        )
-        save_png((prob > threshold).astype(np.uint8) * 255, out / f"{path.stem}_mask.png")
-        save_png(outline_overlay(raw, spores.labels), out / f"{path.stem}_overlay.png")
-        for i in range(spores.count):
-            rows.append([path.stem] + [_format(spores.table[c][i]) for c in SPORE_COLUMNS])
-        summary.append((path.stem, spores.count))
-    write_csv(out / "spores.csv", ["image", *SPORE_COLUMNS], rows)
-    write_csv(out / "summary.csv", ["image", "count"], summary)
-    return summary
+        check_image_channels(path, channel)
+        items.append(_Input(path, name, pixel_size_for(path, pixel_size)))
+    kinds = dict(IMAGE_OUTPUTS, **({"prob": ".tif"} if probability else {}))
+    out = _output_dir(out_dir, [i.name for i in items], kinds, overwrite)
+    physical = any(i.pixel_size.um is not None for i in items)
+    columns = spore_columns(physical)
+
+    def finish(item, raw, prob):
+        """Count, measure and write one predicted image (any thread)."""
+        spores = count_spores(prob, threshold, intensity_image=to_channels(raw, 1),
+                              min_area=min_area, h=split_h)
+        reported = report_spores(spores.labels, spores.table, item.pixel_size,
+                                 exclude_border=exclude_border, max_area=max_area)
+        folder, stem = (out / item.name).parent, (out / item.name).name
+        save_png((np.asarray(prob) > threshold).astype(np.uint8) * 255,
+                 folder / f"{stem}_mask.png")
+        shown = reported.relabel(spores.labels)
+        dropped = (spores.labels > 0) & (shown == 0) if reported.lut is not None else None
+        table = reported.table
+        save_png(id_overlay(raw, shown, np.c_[table["centroid_y_px"], table["centroid_x_px"]],
+                            table["id"], excluded=dropped), folder / f"{stem}_overlay.png")
+        write_labels_tiff(folder / f"{stem}_labels.tif", spores.labels, reported,
+                          item.pixel_size)
+        write_rois(folder / f"{stem}_rois.zip", spores.labels, reported)
+        if probability:
+            write_probability_tiff(folder / f"{stem}_prob.tif", prob, item.pixel_size)
+        size = item.pixel_size
+        summary = (item.name, reported.count, reported.touching_border, reported.too_large,
+                   "" if size.um is None else repr(size.um), size.source)
+        return table_rows(item.name, reported, columns), summary
+
+    results = []
+    bar = tqdm(total=len(items), desc="predict", unit="image",
+               disable=None if progress else True)  # None: no bar off a terminal
+    with ThreadPoolExecutor(1, thread_name_prefix="unet-read") as reader, \
+            ThreadPoolExecutor(max(1, workers), thread_name_prefix="unet-write") as writer:
+        pending = deque()  # futures of `finish`, in input order
+        ahead = reader.submit(_read, items[0], channel, geometry.channels) if items else None
+        for k, item in enumerate(items):
+            raw, prepared = ahead.result()
+            ahead = (reader.submit(_read, items[k + 1], channel, geometry.channels)
+                     if k + 1 < len(items) else None)
+            prob = predict_tiled(model, prepared, tile=tile, batch_size=batch_size, tta=tta)
+            del prepared
+            if not workers:
+                results.append(finish(item, raw, prob))
+                bar.update()
+                continue
+            pending.append(writer.submit(finish, item, raw, prob))
+            while len(pending) > workers or (pending and pending[0].done()):
+                results.append(pending.popleft().result())
+                bar.update()
+        while pending:
+            results.append(pending.popleft().result())
+            bar.update()
+    bar.close()
+    write_csv(out / "spores.csv", ["image", *columns], [r for rows, _ in results for r in rows])
+    write_csv(out / "summary.csv", SUMMARY_COLUMNS, [s for _, s in results])
+    return [(s[0], s[1]) for _, s in results]

@@ -1,0 +1,144 @@
+"""predict_images: every output of an image agrees with spores.csv; options; folders."""
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+import roifile
+import tifffile
+from PIL import Image
+
+from unet.batch import SUMMARY_COLUMNS, predict_images
+from unet.errors import UsageError
+from unet.outputs import polygon_area
+from unet.run import load_run
+
+
+@pytest.fixture(scope="module")
+def model(trained_run):
+    return load_run(trained_run[0])[0]
+
+
+def rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_labels_rois_and_table_agree_spore_by_spore(tmp_path, model, sample_dir):
+    images = sorted((sample_dir / "test" / "images").glob("*.png"))
+    out = tmp_path / "out"
+    summary = predict_images(model, images, out, probability=True)
+    spores = rows(out / "spores.csv")
+    table = rows(out / "summary.csv")
+    assert list(table[0]) == list(SUMMARY_COLUMNS)
+    assert sum(c for _, c in summary) == len(spores) > 0
+    for (name, count), row in zip(summary, table):
+        assert row["image"] == name and int(row["count"]) == count
+        assert row["pixel_size_source"] == "none" and row["pixel_size_um"] == ""
+        mine = [r for r in spores if r["image"] == name]
+        labels = tifffile.imread(out / f"{name}_labels.tif")
+        assert labels.dtype == np.uint16
+        assert labels.shape == Image.open(sample_dir / "test" / "images" / f"{name}.png").size[::-1]
+        ids = [int(r["id"]) for r in mine]
+        assert ids == list(range(1, count + 1))
+        np.testing.assert_array_equal(np.unique(labels[labels > 0]), ids)
+        areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+        assert [int(r["area_px"]) for r in mine] == list(areas)
+        rois = roifile.roiread(out / f"{name}_rois.zip") if count else []
+        assert len(rois) == count
+        assert [abs(polygon_area(r.coordinates())) for r in rois] == list(areas)
+        prob = tifffile.imread(out / f"{name}_prob.tif")
+        assert prob.dtype == np.float32 and prob.shape == labels.shape
+        mask = np.asarray(Image.open(out / f"{name}_mask.png")) > 0
+        np.testing.assert_array_equal(mask, prob > 0.5)
+        assert not any(k.endswith(("_um", "_um2")) for k in mine[0]) if mine else True
+
+
+def test_exclude_border_units_and_area_limits(tmp_path, model, sample_dir):
+    images = sorted((sample_dir / "test" / "images").glob("*.png"))
+    everything = predict_images(model, images, tmp_path / "all")
+    inner = predict_images(model, images, tmp_path / "inner", exclude_border=True,
+                           pixel_size=0.5, max_area=400)
+    flagged = rows(tmp_path / "all" / "spores.csv")
+    kept = rows(tmp_path / "inner" / "spores.csv")
+    summary = rows(tmp_path / "inner" / "summary.csv")
+    assert sum(r["touches_border"] == "1" for r in flagged) > 0
+    assert all(r["touches_border"] == "0" for r in kept)
+    assert all(int(r["area_px"]) <= 400 for r in kept)
+    for (name, n_all), (_, n_in), row in zip(everything, inner, summary):
+        border = sum(r["image"] == name and r["touches_border"] == "1" for r in flagged)
+        assert int(row["touching_border"]) == border
+        assert n_in <= n_all - border
+        assert row["pixel_size_source"] == "given" and float(row["pixel_size_um"]) == 0.5
+    for r in kept:
+        assert float(r["area_um2"]) == pytest.approx(int(r["area_px"]) * 0.25)
+        assert float(r["major_axis_um"]) == pytest.approx(float(r["major_axis_px"]) / 2)
+    with pytest.raises(UsageError, match="`max_area`"):
+        predict_images(model, images, tmp_path / "bad", min_area=30, max_area=20)
+    with pytest.raises(UsageError, match="`min_area`"):
+        predict_images(model, images, tmp_path / "bad", min_area=-1)
+    with pytest.raises(UsageError, match="`pixel_size`"):
+        predict_images(model, images, tmp_path / "bad", pixel_size=0)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_recursive_mirrors_the_tree_and_tiff_calibration_is_used(tmp_path, model, sample_dir):
+    plate = tmp_path / "plate"
+    images = sorted((sample_dir / "test" / "images").glob("*.png"))
+    for well, image in zip(["A1", "A1", "B2/field"], images):
+        (plate / well).mkdir(parents=True, exist_ok=True)
+        shutil.copy(image, plate / well / image.name)
+    rgb = np.asarray(Image.open(images[3]))
+    tifffile.imwrite(plate / "top.tif", rgb, photometric="rgb", resolution=(2.0, 2.0),
+                     imagej=True, metadata={"unit": "um"})
+    out = tmp_path / "out"
+    summary = predict_images(model, [plate], out, recursive=True)
+    names = [n for n, _ in summary]
+    assert names == [f"A1/{images[0].stem}", f"A1/{images[1].stem}",
+                     f"B2/field/{images[2].stem}", "top"]
+    for name in names:
+        for kind in ("mask.png", "overlay.png", "labels.tif", "rois.zip"):
+            assert (out / f"{name}_{kind}").is_file()
+    table = {r["image"]: r for r in rows(out / "summary.csv")}
+    assert table["top"]["pixel_size_source"] == "imagej"
+    assert float(table["top"]["pixel_size_um"]) == 0.5
+    assert table[names[0]]["pixel_size_source"] == "none"
+    spores = rows(out / "spores.csv")
+    assert "area_um2" in spores[0]
+    assert all((r["area_um2"] == "") == (r["image"] != "top") for r in spores)
+    # without --recursive only the top level is taken
+    flat = predict_images(model, [plate], tmp_path / "flat")
+    assert [n for n, _ in flat] == ["top"]
+    labels = tifffile.TiffFile(out / "top_labels.tif")
+    assert labels.imagej_metadata["unit"] == "um"
+    labels.close()
+
+
+def test_channels_of_a_multichannel_tiff(tmp_path, model, sample_dir):
+    gray = np.asarray(Image.open(sorted((sample_dir / "test" / "images").glob("*.png"))[0]))
+    gray = gray.mean(axis=2).astype(np.uint16) * 200
+    noise = np.random.default_rng(0).integers(0, 60000, gray.shape, dtype=np.uint16)
+    path = tmp_path / "in" / "two.tif"
+    path.parent.mkdir()
+    tifffile.imwrite(path, np.stack([noise, gray]), imagej=True, metadata={"axes": "CYX"})
+    with pytest.raises(UsageError, match="`channel`"):
+        predict_images(model, [path], tmp_path / "refused")
+    picked = predict_images(model, [path], tmp_path / "c1", channel=1)
+    single = tmp_path / "in2" / "two.tif"
+    single.parent.mkdir()
+    tifffile.imwrite(single, gray)
+    alone = predict_images(model, [single], tmp_path / "gray")
+    assert picked[0][1] == alone[0][1] > 0
+    with pytest.raises(UsageError, match="`channel`"):
+        predict_images(model, [path], tmp_path / "c01", channel=[0, 1])  # 2 of a 3-channel model
+
+
+def test_overlapped_and_serial_runs_write_the_same(tmp_path, model, sample_dir):
+    images = sorted((sample_dir / "test" / "images").glob("*.png"))
+    assert (predict_images(model, images, tmp_path / "a", workers=0, tile=204)
+            == predict_images(model, images, tmp_path / "b", workers=3, tile=204, batch_size=1))
+    for name in ("spores.csv", "summary.csv"):
+        assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
+    with pytest.raises(UsageError, match="204|196|212"):
+        predict_images(model, images, tmp_path / "c", tile=200)
