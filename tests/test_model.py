@@ -81,7 +81,7 @@ def test_option_variants_have_the_right_size(kwargs):
     assert ("BatchNormalization" in layer_types) == kwargs.get("batch_norm", False)
     assert ("Dropout" in layer_types) == bool(kwargs.get("dropout"))
     if padding == "valid":
-        matcher = "CenterCropToMatch" if kwargs.get("skip") == "crop" else "ResizeToMatch"
+        matcher = "Cropping2D" if kwargs.get("skip") == "crop" else "ResizeToMatch"
         assert matcher in layer_types
 
 

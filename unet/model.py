@@ -59,6 +59,10 @@ class CenterCropToMatch(layers.Layer):
 
     This is the skip connection of the original paper ("copy and crop"). The
     features must be at least as large as the reference in both directions.
+    :func:`unet_model` now builds the crop as a constant ``keras.layers.Cropping2D``
+    (see :func:`decoder_block`'s ``crop``); this layer stays registered so that
+    models saved before that still load, and it serves :func:`decoder_block` used
+    on its own with unknown sizes.
     """
 
     def call(self, inputs):
@@ -167,6 +171,7 @@ def decoder_block(
     batch_norm=False,
     kernel_initializer="he_normal",
     name=None,
+    crop=None,
 ):
     """One step of the expanding path.
 
@@ -190,6 +195,14 @@ def decoder_block(
         both sizes are known and equal, no matching layer is added.
     batch_norm, kernel_initializer, name
         As in :func:`conv_block`.
+    crop : int, optional
+        For ``skip="crop"`` when the sizes are not known (``None`` input size):
+        the pixels to cut from each side of the skip features. With valid padding
+        this is a constant of the level (the skip is always the same number of
+        pixels larger than the upsampled map), so a plain ``keras.layers.Cropping2D``
+        does it and the saved model needs no custom layer; :func:`unet_model`
+        passes it. Without it the crop is measured at run time by
+        :class:`CenterCropToMatch`.
     """
     check_choice("skip", skip, SKIPS)
     up = layers.Conv2DTranspose(
@@ -210,10 +223,19 @@ def decoder_block(
                     f"Cannot centre-crop skip features of size {skip_size} to the larger "
                     f"upsampled size {up_size}; use skip='resize' or a valid input size."
                 )
-            match = CenterCropToMatch(name=f"{name}_crop" if name else None)
+            crop_name = f"{name}_crop" if name else None
+            if None not in skip_size + up_size:  # known sizes: a constant crop
+                (dh, dw) = (skip_size[0] - up_size[0], skip_size[1] - up_size[1])
+                match = layers.Cropping2D(((dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2)),
+                                          name=crop_name)
+            elif crop is not None:
+                match = layers.Cropping2D(int(crop), name=crop_name)
+            else:
+                match = CenterCropToMatch(name=crop_name)
         else:
             match = ResizeToMatch(name=f"{name}_resize" if name else None)
-        skip_features = match([skip_features, up])
+        skip_features = (match(skip_features) if isinstance(match, layers.Cropping2D)
+                         else match([skip_features, up]))
     x = layers.Concatenate(name=f"{name}_concat" if name else None)([skip_features, up])
     return conv_block(x, num_filters, padding, batch_norm, kernel_initializer, name=name)
 
@@ -225,6 +247,31 @@ def decoder_block(
 # --------------------------------------------------------------------------------------
 # The model
 # --------------------------------------------------------------------------------------
+def _skip_crops(depth):
+    """Pixels cut from each side of the skip features at each level (valid padding).
+
+    With valid 3x3 convolutions the skip features of a level are larger than the
+    upsampled map they join by the same number of pixels for every valid input
+    size (every step is affine in the size with the same slope on both paths), so
+    the paper's centre crop is a constant :class:`keras.layers.Cropping2D`: a model
+    built with it loads in plain Keras, without this package's custom layers.
+    Measured here on the smallest valid input.
+    """
+    size = input_size_for_output(1, depth, "valid")
+    skips = []
+    for _ in range(depth):
+        size -= 4
+        skips.append(size)
+        size //= 2
+    size -= 4
+    crops = {}
+    for level in range(depth, 0, -1):
+        size *= 2
+        crops[level] = (skips[level - 1] - size) // 2
+        size -= 4
+    return crops
+
+
 def unet_model(
     input_shape=(572, 572, 3),
     num_classes=2,
@@ -302,9 +349,11 @@ def unet_model(
     x = conv_block(x, filters * 2**depth, name="bottleneck", **common)
     if dropout:
         x = layers.Dropout(dropout, name="bottleneck_dropout")(x)
+    crops = _skip_crops(depth) if padding == "valid" else {}
     for level in range(depth, 0, -1):
         x = decoder_block(
-            x, skips[level - 1], filters * 2 ** (level - 1), skip=skip, name=f"dec{level}", **common
+            x, skips[level - 1], filters * 2 ** (level - 1), skip=skip, name=f"dec{level}",
+            crop=crops.get(level), **common
         )
     logits = layers.Conv2D(num_classes, 1, name="head")(x)
     activation = "sigmoid" if num_classes == 1 else "softmax"

@@ -296,6 +296,34 @@ class Config:
 
 RUN_FILES = ("model.keras", "config.json", "history.csv", "curves.png")
 
+#: Models that ship inside the package: ``unet/models/NAME/`` (model.keras, config.json,
+#: MODEL_CARD.md), loaded by name with :func:`load_run` (``load_run("spores")``).
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+#: The model ``predict`` and ``evaluate`` use when none is given.
+DEFAULT_MODEL = "spores"
+
+
+def shipped_models():
+    """Names of the models that ship inside the package (``unet/models/NAME/``)."""
+    if not MODELS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in MODELS_DIR.iterdir() if (p / "model.keras").is_file())
+
+
+def resolve_model_path(path):
+    """A run directory, a ``.keras`` file, or the name of a shipped model -> a path.
+
+    A name (no folder separator, no suffix) that is not an existing path is looked up
+    among :func:`shipped_models`; an existing file or folder always wins.
+    """
+    path = Path(path)
+    if path.exists() or len(path.parts) != 1 or path.suffix:
+        return path
+    shipped = MODELS_DIR / path.name
+    if (shipped / "model.keras").is_file():
+        return shipped
+    return path
+
 
 def prepare_run_dir(out_dir, config, overwrite):
     """Create RUN, or resume an unfinished run there; never silently overwrite."""
@@ -356,9 +384,11 @@ def load_run(path):
 
     Parameters
     ----------
-    path : path
-        A run directory (holding ``model.keras`` and ``config.json``) or a ``.keras``
-        file (its ``config.json`` neighbour is read when present).
+    path : path or str
+        A run directory (holding ``model.keras`` and ``config.json``), a ``.keras``
+        file (its ``config.json`` neighbour is read when present), or the name of a
+        model that ships with the package (``"spores"``: see :func:`shipped_models`
+        and its ``MODEL_CARD.md``); an existing path of that name wins.
 
     Returns
     -------
@@ -376,11 +406,13 @@ def load_run(path):
 
     from .model import attach_architecture
 
-    path = Path(path)
+    path = resolve_model_path(path)
     model_path = path / "model.keras" if path.is_dir() else path
     if not model_path.exists():
         where = f"{path} holds no model.keras" if path.is_dir() else f"{path} does not exist"
-        raise FileNotFoundError(f"{where}; give a run directory or a .keras file.")
+        names = ", ".join(shipped_models()) or "none installed"
+        raise FileNotFoundError(f"{where}; give a run directory, a .keras file or the name "
+                                f"of a shipped model ({names}).")
     if model_path.suffix != ".keras":
         raise UsageError(f"{model_path} is not a .keras model file.")
     if not zipfile.is_zipfile(model_path):

@@ -17,7 +17,7 @@ from . import data, losses, metrics, plot
 from .augment import Augmentation
 from .calibrate import calibrate_postprocessing
 from .devices import PRECISIONS, STRATEGIES, make_strategy, resolve_precision  # noqa: F401
-from .errors import NaNLossError
+from .errors import NaNLossError, UsageError
 from .io import check_data_dir, read_counts
 from .predict import predict_many
 from .run import Config, load_run, prepare_run_dir, read_history  # noqa: F401  (public here too)
@@ -86,6 +86,21 @@ class _StopOnNaN(keras.callbacks.TerminateOnNaN):
         super().on_batch_end(batch, logs)
 
 
+def _initial_weights(config, init):
+    """The weights of the model ``init`` names, checked to fit ``config``'s architecture."""
+    source, _ = load_run(init)
+    model = config.build_model()
+    have = [tuple(w.shape) for w in model.weights]
+    got = [tuple(w.shape) for w in source.weights]
+    if have != got:
+        raise UsageError(
+            f"`init` {init} has another architecture than this config ({len(got)} weight "
+            f"arrays, {source.count_params():,} parameters, vs {len(have)} and "
+            f"{model.count_params():,}); use the same depth, filters, channels, classes and "
+            "batch_norm as the model it was trained with (its config.json).")
+    return source.get_weights()
+
+
 def train(
     config=None,
     data_dir="data/spores",
@@ -95,6 +110,7 @@ def train(
     quick=False,
     overwrite=False,
     verbose=1,
+    init=None,
 ):
     """Train a U-Net on a data folder and write a run directory.
 
@@ -120,6 +136,11 @@ def train(
         Replace the run files already in ``out_dir``.
     verbose : int
         Keras progress output (0 silent, 1 progress bar, 2 one line per epoch).
+    init : path or str, optional
+        Start from the weights of a trained model instead of random ones (fine-tuning):
+        a run directory, a ``.keras`` file or a shipped model's name (``"spores"``, see
+        :func:`unet.run.load_run`). Its architecture must be the config's. A resumed run
+        continues from its own backup instead.
 
     Returns
     -------
@@ -137,6 +158,7 @@ def train(
     if quick:
         config = config.quick()
     data_dir = check_data_dir(data_dir)
+    init_weights = _initial_weights(config, init) if init is not None else None
     # the data first: a broken input is refused before anything is written
     train_set = data.load_folder(data_dir / "train", channels=config.channels,
                                  limit=config.train_limit)
@@ -168,6 +190,8 @@ def train(
                 loss=losses.get_loss(config.loss),
                 weighted_metrics=metrics.segmentation_metrics(config.threshold),
             )
+        if init_weights is not None and not resumed:
+            model.set_weights(init_weights)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
