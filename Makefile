@@ -12,7 +12,7 @@ FIELD  ?= $(DATA)/fields/images/field_000.png
 # The versions the results were measured with; `make install CONSTRAINTS=` takes the newest.
 CONSTRAINTS ?= constraints/measured.txt
 
-.PHONY: help install demo test lowest docs notebooks figures data sample bench clean
+.PHONY: help install demo test lowest docs notebooks figures data sample model export-check bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
@@ -33,6 +33,15 @@ $(DATA)/.complete: | $(STAMP)
 
 sample: $(STAMP)  ## regenerate the small committed sample data/spores/sample
 	$(PY) -m unet generate-data data/spores/sample --train 16 --val 4 --test 4 --fields 0 --seed 7 --overwrite
+
+model: $(STAMP)  ## make the shipped model unet/models/spores/ (data seed 0, default training, scores, model card)
+	$(PY) scripts/make_model.py --data $(DATA) --run runs/spores
+
+export-check:  ## install the `export` extra into .venv-export, export the shipped model, validate it offline
+	$(PYTHON) -m venv .venv-export
+	.venv-export/bin/pip install --quiet --upgrade pip
+	.venv-export/bin/pip install --quiet -e ".[tensorflow,export]" $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
+	$(if $(shell unshare -n true 2>/dev/null && echo y),unshare -n) .venv-export/bin/python benchmarks/export_check.py
 
 $(RUN)/.trained: $(DATA)/.complete
 	$(PY) -m unet train --data $(DATA) --out $(RUN)
@@ -69,5 +78,5 @@ bench: $(STAMP) $(DATA)/.complete  ## run the benchmarks (prints the table, JSON
 	$(PY) benchmarks/run_all.py
 
 clean:  ## remove generated data, runs and caches (keeps .venv and the committed sample)
-	rm -rf $(DATA)/train $(DATA)/val $(DATA)/test $(DATA)/fields $(DATA)/.complete runs benchmarks/results docs/api .venv-lowest
+	rm -rf $(DATA)/train $(DATA)/val $(DATA)/test $(DATA)/fields $(DATA)/.complete runs benchmarks/results docs/api .venv-lowest .venv-export
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -85,6 +85,53 @@ def field_counts(index=0):
                               region=(384, 384, 256))
 
 
+def predict_outputs(window=(150, 150, 220)):
+    """What `predict` writes, read back from its files: the overlay with ids, the labels
+    TIFF (as napari colours it) and the ROIs (as Fiji's ROI Manager draws them). The
+    shipped model on a synthetic field it was not trained on."""
+    import tempfile
+
+    import matplotlib.pyplot as plt
+    import roifile
+    import tifffile
+    from PIL import Image
+
+    from unet.batch import predict_images
+    from unet.io import save_png
+    from unet.render import display_image, label_colors
+    from unet.run import load_run
+    from unet.spores import render_field
+
+    model, config = load_run("spores")
+    folder = Path(tempfile.mkdtemp(prefix="predict-figure-"))
+    image = render_field(2026, (512, 512))[0]
+    save_png(image, folder / "dish.png")
+    predict_images(model, [folder / "dish.png"], folder / "out", threshold=config.threshold,
+                   pixel_size=0.65)
+    top, left, side = window
+    view = (slice(top, top + side), slice(left, left + side))
+    overlay = np.asarray(Image.open(folder / "out" / "dish_overlay.png"))[view]
+    labels = tifffile.imread(folder / "out" / "dish_labels.tif")
+    rois = roifile.roiread(folder / "out" / "dish_rois.zip")
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.9))
+    axes[0].imshow(overlay, interpolation="nearest")
+    axes[0].set_title("dish_overlay.png: outlines and ids", fontsize=9)
+    axes[1].imshow(label_colors(labels[view]), interpolation="nearest")
+    axes[1].set_title(f"dish_labels.tif ({labels.dtype}, {labels.max()} spores)", fontsize=9)
+    axes[2].imshow(display_image(image[view]), interpolation="nearest")
+    for roi in rois:
+        xy = roi.coordinates() - (left, top)
+        if (xy.min(axis=0) >= 0).all() and (xy.max(axis=0) <= side).all():
+            axes[2].fill(xy[:, 0] - 0.5, xy[:, 1] - 0.5, fill=False, ec="#ffd000", lw=1)
+            axes[2].text(*xy.mean(axis=0), roi.name, color="w", fontsize=6, ha="center",
+                         va="center")
+    axes[2].set_title(f"dish_rois.zip ({len(rois)} ImageJ ROIs, read back)", fontsize=9)
+    for ax in axes:
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
 # file name -> zero-argument callable returning a matplotlib Figure
 FIGURES = {
     "spore_samples.png": plot.spore_samples,
@@ -98,6 +145,8 @@ FIGURES = {
     # results of a trained model (runs/demo)
     "predictions.png": test_predictions,
     "field_counts.png": field_counts,
+    # the shipped model (unet/models/spores)
+    "predict_outputs.png": predict_outputs,
 }
 
 

@@ -86,8 +86,10 @@ def test_predict_writes_masks_overlays_and_tables(tmp_path, trained_run, sample_
     summary = list(csv.DictReader(open(out / "summary.csv")))
     assert [r["image"] for r in summary] == names
     spores = list(csv.DictReader(open(out / "spores.csv")))
-    assert {"image", "id", "area_px", "centroid_y", "centroid_x", "equivalent_diameter",
-            "eccentricity"} <= set(spores[0]) if spores else True
+    assert {"image", "id", "area_px", "centroid_y_px", "centroid_x_px", "equivalent_diameter_px",
+            "eccentricity", "orientation_deg", "touches_border"} <= set(spores[0]) if spores else True
+    for name in names:
+        assert (out / f"{name}_labels.tif").is_file() and (out / f"{name}_rois.zip").is_file()
     for row in summary:
         assert sum(r["image"] == row["image"] for r in spores) == int(row["count"])
     assert f"{len(names)} images" in stdout
@@ -190,3 +192,44 @@ def test_user_errors_of_the_library_exit_2(capsys, monkeypatch, tmp_path):
                         lambda *a, **k: (_ for _ in ()).throw(UsageError("pass `overwrite=True`")))
     main(["generate-data", str(tmp_path / "d")])
     assert "pass --overwrite" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------- new options
+def test_help_lists_the_new_options_with_their_defaults(capsys):
+    from unet.count import MIN_AREA
+    from unet.predict import MAX_TILE
+
+    for command, options in [
+        ("predict", ["--pixel-size", "--channel", "--max-area", "--exclude-border", "--recursive",
+                     "--tile", "--batch-size", "--prob", "--workers", "default: spores"]),
+        ("evaluate", ["--report", "default: spores"]),
+        ("train", ["--init"]),
+        ("export", ["--formats", "--pixel-size", "--no-serving"]),
+    ]:
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        for option in options:
+            assert option in text, (command, option)
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"else {MIN_AREA})" in text and f"at most {MAX_TILE})" in text
+
+
+def test_predict_option_mistakes_name_the_flags(capsys, tmp_path, trained_run, sample_dir):
+    run, _ = trained_run
+    image = sorted((sample_dir / "test" / "images").glob("*.png"))[0]
+    assert_user_error(capsys, ["predict", "--model", run, image, "--out", tmp_path / "o",
+                               "--min-area", "30", "--max-area", "10"], "--max-area", "--min-area")
+    assert_user_error(capsys, ["predict", "--model", run, image, "--out", tmp_path / "o",
+                               "--min-area", "-3"], "--min-area")
+    import tifffile
+
+    two = tmp_path / "two.tif"
+    tifffile.imwrite(two, np.zeros((2, 40, 40), np.uint16), imagej=True, metadata={"axes": "CYX"})
+    assert_user_error(capsys, ["predict", "--model", run, two, "--out", tmp_path / "o"],
+                      "--channel")
+    assert_user_error(capsys, ["predict", "--model", run, image, "--out", tmp_path / "o",
+                               "--tile", "200"], "200")
+    assert not (tmp_path / "o").exists()

@@ -19,10 +19,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "unet"
 LAYERS = [
     ("foundations", ["errors", "_tf"]),
     ("building blocks", ["sizes", "model", "losses", "metrics", "count", "io", "image",
-                         "render", "augment", "devices"]),
+                         "imagefile", "render", "outputs", "augment", "devices"]),
     ("arrays", ["predict", "calibrate", "data", "baseline", "spores"]),
-    ("applications", ["run", "plot.concepts", "plot.results", "plot", "evaluate", "batch",
-                      "train"]),
+    ("applications", ["run", "plot.concepts", "plot.results", "plot", "evaluate", "report",
+                      "batch", "export", "train"]),
     ("interface", ["", "cli", "__main__"]),  # "" is the package face, unet/__init__.py
 ]
 ORDER = [m for _, modules in LAYERS for m in modules]
@@ -98,7 +98,8 @@ def test_import_unet_starts_no_tensorflow():
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["train", "--help"],
-                                  ["predict", "--help"], ["generate-data", "--help"]])
+                                  ["predict", "--help"], ["generate-data", "--help"],
+                                  ["evaluate", "--help"], ["export", "--help"]])
 def test_help_and_version_start_no_tensorflow(args):
     code = ("import sys\nfrom unet.cli import main\ntry:\n    main(%r)\nexcept SystemExit as e:\n"
             "    assert e.code == 0, e.code\nheavy = sorted(m for m in sys.modules if m.split('.')[0]"

@@ -11,15 +11,17 @@ Modules, lowest layer first (each imports only from the layers below it):
 
 - ``errors``: :class:`UsageError`, the mistake a user can correct.
 - ``sizes`` (valid input sizes, output sizes, tiles), ``model`` (the Keras blocks and
-  :func:`unet_model`), ``losses``, ``metrics``, ``io`` (files and folders), ``image``
-  (channels, normalisation), ``count`` (spores from masks), ``render`` (overlays as
-  arrays), ``augment`` (training augmentation as TensorFlow ops), ``devices``
-  (precision and distribution).
+  :func:`unet_model`), ``losses``, ``metrics``, ``count`` (spores from masks), ``io``
+  (files and folders), ``image`` (channels, normalisation), ``imagefile`` (multichannel
+  TIFFs, pixel sizes), ``render`` (overlays as arrays), ``outputs`` (which spores are
+  reported; labels TIFF, ImageJ ROIs, tables in units), ``augment`` (training
+  augmentation as TensorFlow ops), ``devices`` (precision and distribution).
 - ``predict`` (overlap-tile prediction of arrays), ``calibrate`` (post-processing chosen
   on validation data), ``data`` (tiles, weights, tf.data),
   ``baseline`` (the classical method), ``spores`` (the synthetic data).
-- ``run`` (:class:`Config`, run folders), ``plot`` (figures), ``evaluate``, ``batch``
-  (files in, files out), ``train``.
+- ``run`` (:class:`Config`, run folders, the shipped models), ``plot`` (figures),
+  ``evaluate``, ``report`` (``evaluate --report``), ``batch`` (files in, files out),
+  ``export`` (bioimage.io, TF Serving), ``train``.
 - ``cli`` (``python -m unet`` / ``unet``).
 """
 
@@ -141,7 +143,12 @@ _LAZY = {
     # the modules of those names)
     "Config": "run",
     "load_run": "run",
+    "shipped_models": "run",
     "predict_images": "batch",
+    "read_image_channels": "imagefile",
+    "read_pixel_size": "imagefile",
+    "write_report": "report",
+    "export_model": "export",
 }
 
 

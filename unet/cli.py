@@ -40,6 +40,19 @@ FLAGS = {
     "test": "--test",
     "fields": "--fields",
     "config": "--config",
+    "max_area": "--max-area",
+    "exclude_border": "--exclude-border",
+    "pixel_size": "--pixel-size",
+    "channel": "--channel",
+    "recursive": "--recursive",
+    "tile": "--tile",
+    "batch_size": "--batch-size",
+    "probability": "--prob",
+    "workers": "--workers",
+    "init": "--init",
+    "report_dir": "--report",
+    "formats": "--formats",
+    "opset": "--opset",
 }
 
 
@@ -60,6 +73,7 @@ def build_parser():
     _add_train(sub)
     _add_evaluate(sub)
     _add_predict(sub)
+    _add_export(sub)
     return parser
 
 
@@ -146,13 +160,17 @@ def _add_train(sub):
                    help="mixed precision policy (default: auto, the fastest safe one here)")
     p.add_argument("--strategy", choices=STRATEGIES, default="auto",
                    help="tf.distribute strategy (default: auto)")
+    p.add_argument("--init", metavar="RUN_OR_NAME",
+                   help="start from the weights of a trained model (a run directory, a "
+                   ".keras file or a shipped model: `--init spores` fine-tunes the shipped "
+                   "spore model on DIR); the architecture must match (default: random "
+                   "weights)")
     p.add_argument("--quick", action="store_true", help="train for about a minute (a smoke test)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in RUN")
     p.set_defaults(func=_train)
 
 
 def _train(args):
-    import dataclasses
 
     from .run import Config
     from .train import train
@@ -171,6 +189,7 @@ def _train(args):
         quick=args.quick,
         overwrite=args.overwrite,
         verbose=1 if sys.stdout.isatty() else 2,
+        init=args.init,
     )
     best = result["history"].get("val_dice")
     best = f"best validation Dice {best.max():.4f}, " if best is not None and best.size else ""
@@ -184,15 +203,19 @@ def _train(args):
 # ---------------------------------------------------------------------------- evaluate
 def _add_model_options(p):
     """--model and the post-processing options: what evaluate and predict share."""
-    p.add_argument("--model", required=True, type=Path, metavar="RUN_OR_FILE",
-                   help="run directory or .keras file")
+    from .run import DEFAULT_MODEL
+
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="RUN_OR_NAME",
+                   help="run directory, .keras file or the name of a shipped model (default: "
+                   f"{DEFAULT_MODEL}, the pretrained spore model; see its MODEL_CARD.md)")
     p.add_argument("--threshold", type=float,
                    help="foreground threshold (default: the run's, calibrated in training)")
     p.add_argument("--split-h", type=float, metavar="H",
-                   help="split height of touching spores (default: the run's)")
+                   help="split height of touching spores in pixels (default: the run's; "
+                   "none: 0.05 x the median spore radius)")
     p.add_argument("--min-area", type=int, metavar="PX",
-                   help="smallest spore area in pixels (default: the run's)")
-    p.add_argument("--tta", action="store_true", help="test-time augmentation")
+                   help=f"smallest spore area in pixels (default: the run's, else {_MIN_AREA})")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation (default: off)")
 
 
 def _postprocessing(args, config):
@@ -231,6 +254,12 @@ def _add_evaluate(sub):
     p.add_argument("--data", required=True, type=Path, metavar="DIR",
                    help="data folder with images/ and masks/")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--report", type=Path, metavar="DIR", dest="report_dir",
+                   help="also write figures to DIR: the worst and typical images (image, "
+                   "truth, prediction, errors), Dice and count error against the threshold, "
+                   "true vs predicted spore sizes, and report.md (predicts the images a second "
+                   "time; default: no report)")
+    p.add_argument("--overwrite", action="store_true", help="replace a report already in DIR")
     p.set_defaults(func=_evaluate)
 
 
@@ -243,7 +272,19 @@ def _evaluate(args):
     model, config = load_run(args.model)
     post = _postprocessing(args, config)
     threshold = post["threshold"]
+    if args.report_dir is not None:
+        from .report import check_report_dir
+
+        check_report_dir(args.report_dir, args.overwrite)
     result = evaluate(model, args.data, tta=args.tta, progress=not args.json, **post)
+    if args.report_dir is not None:
+        from .report import write_report
+
+        written = write_report(model, args.data, args.report_dir, threshold=threshold,
+                               tta=args.tta, overwrite=args.overwrite, scores=result,
+                               progress=not args.json)
+        if not args.json:
+            print(f"report: {written}")
     if args.json:
         print(json.dumps(result))
         return
@@ -266,14 +307,60 @@ def _add_predict(sub):
         "predict",
         help="segment and count spores in images of any size",
         description="Predict masks for image files or folders of any size (no resizing), "
-        "split touching spores and measure each one. Writes OUT/NAME_mask.png, "
-        "OUT/NAME_overlay.png, OUT/spores.csv and OUT/summary.csv.",
+        "split touching spores and measure each one. Writes, per image, OUT/NAME_mask.png, "
+        "OUT/NAME_overlay.png (spores outlined and numbered by id), OUT/NAME_labels.tif "
+        "(16-bit instance labels, ids as in spores.csv; 32-bit beyond 65535 spores), "
+        "OUT/NAME_rois.zip (ImageJ ROIs for Fiji's ROI Manager) and with --prob "
+        "OUT/NAME_prob.tif; then OUT/spores.csv (one row per spore, pixel columns *_px, "
+        "micrometre columns *_um/*_um2 when the pixel size is known) and OUT/summary.csv "
+        "(counts, pixel size and its source).",
     )
     _add_model_options(p)
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders")
     p.add_argument("--out", required=True, type=Path, metavar="OUT", help="output folder")
+    p.add_argument("--recursive", action="store_true",
+                   help="also the images in sub-folders, mirrored under OUT (default: only "
+                   "the images directly in each folder)")
+    p.add_argument("--pixel-size", type=float, metavar="UM",
+                   help="micrometres per pixel for every image (default: each TIFF's own "
+                   "calibration, from OME-XML, ImageJ metadata or resolution tags, when "
+                   "present; else sizes in pixels only)")
+    p.add_argument("--channel", type=_channel_list, metavar="N[,N...]",
+                   help="channel(s) of multichannel images to segment, 0 = the first: one "
+                   "(used as gray) or as many as the model takes (default: the image as it "
+                   "is; required for TIFFs with 2 or more than 3 channels)")
+    p.add_argument("--max-area", type=int, metavar="PX",
+                   help="largest spore area in pixels; larger objects are left out (default: "
+                   "no limit)")
+    p.add_argument("--exclude-border", action="store_true",
+                   help="leave spores that touch the image edge out of the counts, tables, "
+                   "labels and ROIs (default: keep them, flagged in touches_border)")
+    p.add_argument("--prob", action="store_true", dest="probability",
+                   help="also write NAME_prob.tif, the float32 probability (default: off)")
+    p.add_argument("--tile", type=int, metavar="PX",
+                   help="input tile size, smaller for small GPUs (default: chosen per image, "
+                   "at most 1280)")
+    p.add_argument("--batch-size", type=int, default=2, metavar="N",
+                   help="tiles per model call (default: 2)")
+    p.add_argument("--workers", type=int, default=2, metavar="N",
+                   help="threads that count and write while the model predicts; 0 = one "
+                   "image after the other (default: 2)")
     p.add_argument("--overwrite", action="store_true", help="replace files already in OUT")
     p.set_defaults(func=_predict)
+
+
+#: unet.count.MIN_AREA, written here so that --help imports no scipy (a test checks they agree)
+_MIN_AREA = 16
+
+
+def _channel_list(text):
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a channel number or a comma-separated list, e.g. 0 or 0,1,2; got {text!r}"
+        ) from None
+    return values[0] if len(values) == 1 else values
 
 
 def _predict(args):
@@ -287,11 +374,56 @@ def _predict(args):
         args.out,
         tta=args.tta,
         **_postprocessing(args, config),
+        max_area=args.max_area,
+        exclude_border=args.exclude_border,
+        pixel_size=args.pixel_size,
+        channel=args.channel,
+        recursive=args.recursive,
+        tile=args.tile,
+        batch_size=args.batch_size,
+        probability=args.probability,
+        workers=args.workers,
         overwrite=args.overwrite,
         progress=True,
     )
     total = sum(count for _, count in summary)
     print(f"{len(summary)} images, {total} spores: {args.out}/summary.csv, {args.out}/spores.csv")
+
+
+# ------------------------------------------------------------------------------ export
+def _add_export(sub):
+    p = sub.add_parser(
+        "export",
+        help="write a bioimage.io model package and a TF Serving SavedModel",
+        description="Export a trained model for the bioimage tools: OUT/bioimageio/ (rdf.yaml, "
+        "weights as a TensorFlow SavedModel and ONNX, test tensors, cover, documentation; "
+        "the same zipped as OUT/NAME.bioimageio.zip) for deepImageJ/Fiji, ilastik, QuPath "
+        "and bioimage.io, and OUT/serving/1/ (a plain SavedModel) for TensorFlow Serving. "
+        "ONNX needs the `export` extra: pip install 'unet-spores[export]'.",
+    )
+    p.add_argument("run", metavar="RUN", help="run directory, .keras file or shipped model name")
+    p.add_argument("out", type=Path, metavar="OUT", help="output folder")
+    p.add_argument("--formats", type=lambda t: tuple(t.split(",")), default=("tensorflow", "onnx"),
+                   metavar="F[,F]",
+                   help="weight formats of the package: tensorflow, onnx (default: "
+                   "tensorflow,onnx)")
+    p.add_argument("--pixel-size", type=float, metavar="UM",
+                   help="micrometres per pixel of the training images, written on the axes "
+                   "(default: none)")
+    p.add_argument("--name", help="model name in rdf.yaml (default: from the run)")
+    p.add_argument("--no-serving", action="store_false", dest="serving",
+                   help="skip the TF Serving SavedModel (default: write it)")
+    p.add_argument("--overwrite", action="store_true", help="replace an export already in OUT")
+    p.set_defaults(func=_export)
+
+
+def _export(args):
+    from .export import export_model
+
+    result = export_model(args.run, args.out, formats=args.formats, pixel_size=args.pixel_size,
+                          name=args.name, serving=args.serving, overwrite=args.overwrite)
+    print(f"bioimage.io package: {result['zip']} ({', '.join(result['formats'])})"
+          + (f"; TF Serving SavedModel: {result['serving']}" if result.get("serving") else ""))
 
 
 def _one_line(error):

@@ -34,6 +34,7 @@ from .results import (  # noqa: F401
     method_comparison,
     prediction_strip,
     size_histogram,
+    threshold_curves,
     spore_field,
     spore_samples,
     training_curves,

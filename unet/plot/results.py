@@ -484,3 +484,44 @@ def method_comparison(image, labelings, region=None, size=3.0):
     return fig
 
 
+
+
+def threshold_curves(thresholds, dice, count_thresholds=None, count_error=None, chosen=None):
+    """Pooled Dice and the mean count error against the probability threshold.
+
+    Parameters
+    ----------
+    thresholds, dice : array_like
+        Thresholds and the pooled Dice at each.
+    count_thresholds, count_error : array_like, optional
+        Thresholds where spores were counted, and the mean relative count error
+        there (drawn on a second axis).
+    chosen : float, optional
+        The threshold in use, marked.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(thresholds, dice, "o-", color="C0", ms=3, label="Dice (pooled)")
+    ax.set_xlabel("probability threshold")
+    ax.set_ylabel("Dice", color="C0")
+    ax.set_xlim(0, 1)
+    ax.grid(alpha=0.3)
+    handles = ax.get_lines()
+    if count_error is not None and len(count_error):
+        twin = ax.twinx()
+        twin.plot(count_thresholds, 100 * np.asarray(count_error), "s-", color="C1", ms=3,
+                  label="count error (mean per image)")
+        twin.set_ylabel("count error (%)", color="C1")
+        twin.set_ylim(bottom=0)
+        handles = handles + twin.get_lines()
+    if chosen is not None:
+        ax.axvline(chosen, color="0.4", ls="--", lw=1)
+        ax.text(chosen, ax.get_ylim()[0], f" {chosen:g}", color="0.3", fontsize=8, va="bottom")
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="lower center")
+    fig.tight_layout()
+    return fig
