@@ -1,6 +1,7 @@
 """The defaults on data the project did not make, beside a peer trained for the same time.
 
-    python benchmarks/foreign.py [--sets other,real,shift] [--steps N] [--work DIR] [--no-peer]
+    python benchmarks/foreign.py [--sets other,real,shift] [--real NAMES] [--steps N] [--work DIR]
+                                 [--no-peer]
 
 Every U-Net here is trained by the command line with its defaults only
 (``python -m unet train --data D --out R``, no ``--config``), as a new user would, and
@@ -63,13 +64,19 @@ def other_data(work, seed=1):
     return out
 
 
-def real_data(work):
+REAL = ("bbbc007", "dsb2018_stardist", "hela_ctc", "ecoli_phase", "hela_tiles")
+
+
+def real_data(work, names=REAL):
+    """The real sets named (``hela_tiles`` is cut from ``hela_ctc``'s training frames)."""
     out = work / "real"
-    if not (out / "bbbc007").is_dir():
-        run([sys.executable, HERE / "foreign_data.py", "all", "--out", out])
-    hela_tiles(out / "hela_ctc", out / "hela_tiles")
-    return {name: out / name for name in ("bbbc007", "dsb2018_stardist", "hela_ctc",
-                                          "ecoli_phase", "hela_tiles")}
+    sources = sorted({"hela_ctc" if n == "hela_tiles" else n for n in names})
+    missing = [n for n in sources if not (out / n).is_dir()]
+    if missing:
+        run([sys.executable, HERE / "foreign_data.py", *missing, "--out", out])
+    if "hela_tiles" in names:
+        hela_tiles(out / "hela_ctc", out / "hela_tiles")
+    return {name: out / name for name in names}
 
 
 def hela_tiles(source, out, tile=128, train=6, val=2, seed=0):
@@ -178,6 +185,8 @@ def main(argv=None):
                         help="data and runs (kept, so a second call only scores)")
     parser.add_argument("--steps", type=int, help="training steps (default: the CLI's)")
     parser.add_argument("--no-peer", action="store_true", help="skip StarDist")
+    parser.add_argument("--real", default=",".join(REAL),
+                        help=f"comma list of the real sets to use (all: {','.join(REAL)})")
     args = parser.parse_args(argv)
     sets = args.sets.split(",")
     work = args.work
@@ -188,7 +197,11 @@ def main(argv=None):
         other = other_data(work)
         trainings["other renderer"] = (other, {"test": other / "test", "field": other / "fields"})
     if "real" in sets:
-        for name, folder in real_data(work).items():
+        names = [n for n in args.real.split(",") if n]
+        unknown = sorted(set(names) - set(REAL))
+        if unknown:
+            parser.error(f"unknown real set(s) {unknown}; known: {', '.join(REAL)}")
+        for name, folder in real_data(work, names).items():
             trainings[name] = (folder, {"test": folder / "test"})
     if "shift" in sets:
         own = own_data(work)

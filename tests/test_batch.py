@@ -142,3 +142,14 @@ def test_overlapped_and_serial_runs_write_the_same(tmp_path, model, sample_dir):
         assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
     with pytest.raises(UsageError, match="204|196|212"):
         predict_images(model, images, tmp_path / "c", tile=200)
+
+
+def test_a_blank_or_saturated_frame_gives_no_spores_and_a_warning(tmp_path, model):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    Image.fromarray(np.full((60, 70, 3), 255, np.uint8)).save(frames / "saturated.png")
+    Image.fromarray(np.zeros((60, 70), np.uint8)).save(frames / "blank.png")
+    with pytest.warns(UserWarning, match="same value in every pixel"):
+        counts = predict_images(model, [frames], tmp_path / "out")
+    assert sorted(counts) == [("blank", 0), ("saturated", 0)]
+    assert not np.asarray(Image.open(tmp_path / "out" / "blank_mask.png")).any()

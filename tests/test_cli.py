@@ -101,9 +101,12 @@ def test_predict_never_overwrites_without_the_flag(capsys, tmp_path, trained_run
     out = tmp_path / "out"
     assert main(["predict", "--model", str(run), str(image), "--out", str(out)]) == 0
     capsys.readouterr()
-    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    def outputs():  # every file but the lock, which each run takes (and writes its pid to)
+        return {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != ".unet.lock"}
+
+    before = outputs()
     assert_user_error(capsys, ["predict", "--model", run, image, "--out", out], "--overwrite")
-    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    assert outputs() == before
     assert main(["predict", "--model", str(run), str(image), "--out", str(out), "--overwrite"]) == 0
 
 
@@ -233,3 +236,19 @@ def test_predict_option_mistakes_name_the_flags(capsys, tmp_path, trained_run, s
     assert_user_error(capsys, ["predict", "--model", run, image, "--out", tmp_path / "o",
                                "--tile", "200"], "200")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused_naming_the_first(
+        capsys, tmp_path, trained_run, sample_dir):
+    from unet.io import folder_lock
+
+    run, _ = trained_run
+    image = sorted((sample_dir / "test" / "images").glob("*.png"))[0]
+    out = tmp_path / "out"
+    with folder_lock(out):  # another process predicting into OUT (same lock, new handle)
+        assert_user_error(capsys, ["predict", "--model", run, image, "--out", out],
+                          "is in use by process", "choose another --out")
+        assert_user_error(capsys, ["train", "--data", sample_dir, "--out", out, "--quick"],
+                          "is in use by process")
+    assert sorted(p.name for p in out.iterdir()) == [".unet.lock"]  # nothing else written
+    assert main(["predict", "--model", str(run), str(image), "--out", str(out)]) == 0  # released

@@ -732,3 +732,44 @@ def test_instance_id_masks_are_labels_and_reused_ids_are_split(tmp_path):
     assert unet.count_labels(a) == 3  # touching objects kept apart, the reused id split
     assert unet.count_labels(b) == 2  # a binary mask among id masks: its components
     np.testing.assert_array_equal(samples.masks[0], ids > 0)
+
+
+# ------------------------------------------------------- files that are not one image
+def test_a_tiff_of_several_images_is_refused_not_read_as_its_first_page(tmp_path):
+    from unet.imagefile import read_image_channels
+
+    pages = tmp_path / "pages.tif"
+    tifffile.imwrite(pages, np.zeros((8, 9), np.uint8))
+    tifffile.imwrite(pages, np.ones((8, 9), np.uint8), append=True)
+    planes = tmp_path / "planes.tif"  # a plain 3-page TIFF: a z-stack or channels?
+    tifffile.imwrite(planes, np.zeros((3, 8, 9), np.uint8), photometric="minisblack")
+    for read in (unet.read_image, read_image_channels):
+        with pytest.raises(ValueError, match="2 separate images"):
+            read(pages)
+        with pytest.raises(ValueError, match="planes.tif"):
+            read(planes)
+    assert read_image_channels(planes, [0, 1, 2]).shape == (8, 9, 3)  # said explicitly
+
+
+def test_nan_or_infinite_pixels_are_refused_with_their_number(tmp_path):
+    from unet.imagefile import read_image_channels
+
+    image = np.ones((8, 9), np.float32)
+    image[1, 2], image[3, 4] = np.nan, np.inf
+    tifffile.imwrite(tmp_path / "nan.tif", image)
+    for read in (unet.read_image, read_image_channels):
+        with pytest.raises(ValueError, match="2 pixel.s. that are NaN or infinite"):
+            read(tmp_path / "nan.tif")
+
+
+def test_jpeg_and_png_are_turned_upright_by_their_exif_orientation(tmp_path):
+    from PIL import Image
+
+    stored = np.zeros((4, 6), np.uint8)
+    stored[0, 0] = 255  # top left as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to view"
+    Image.fromarray(stored).save(tmp_path / "turned.png", exif=exif)
+    shown = unet.read_image(tmp_path / "turned.png")
+    assert shown.shape == (6, 4) and shown[0, -1] == 255  # as a viewer shows it
+    assert unet.read_mask(tmp_path / "turned.png").shape == (6, 4)  # masks alike

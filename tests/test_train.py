@@ -308,3 +308,94 @@ def test_without_instance_truth_the_calibration_is_skipped_with_one_line(tmp_pat
     assert result["calibration_note"].startswith("calibration skipped: the validation split has")
     saved = Config.load(tmp_path / "run" / "config.json")
     assert (saved.threshold, saved.split_h, saved.min_area) == (0.5, None, 16)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"threshold": "0.5"}, "threshold`? must be a number, got '0.5'"),
+        ({"learning_rate": "1e-3"}, "learning_rate`? must be a number"),
+        ({"augment": "false"}, "augment`? must be true or false, got 'false'"),
+        ({"threshold": None}, "threshold`? must be a number, got None"),
+        ({"dropout": "x"}, "dropout`? must be a number"),
+        ({"depth": 24}, "depth`? must be a positive integer no larger than 6"),
+        ({"filters": 10**6}, "filters`? must be a positive integer no larger than 512"),
+        ({"steps": "3000"}, "steps`? must be a positive integer, got '3000'"),
+        ({"dropout": 1.0}, "dropout`? must be at least 0 and below 1"),
+        ({"seed": -1}, "seed`? must be at least 0"),
+    ],
+)
+def test_a_config_file_with_values_of_the_wrong_type_or_size_is_refused(tmp_path, values, message):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(values))
+    with pytest.raises(ValueError, match=message):
+        Config.load(path)  # a UsageError: one line from the CLI, before any heavy work
+
+
+def test_whole_numbers_written_as_floats_are_read_as_integers():
+    config = Config.from_dict({"steps": 3000.0, "learning_rate": 1, "seed": 3.0})
+    assert (config.steps, config.seed) == (3000, 3) and isinstance(config.steps, int)
+    assert config.learning_rate == 1.0 and isinstance(config.learning_rate, float)
+
+
+def test_a_history_cut_short_is_repaired_before_a_resumed_run_appends(tmp_path):
+    from unet.run import repair_history
+
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,loss,val_dice\n0,0.5,0.7\n1,0.4,0.8\n1,0.41,0.79\n2,0.3,0.")
+    history = read_history(path)  # the cut last row is left out; epoch 1 keeps its last row
+    assert history["epoch"].tolist() == [0, 1] and history["val_dice"].tolist() == [0.7, 0.79]
+    repair_history(path)
+    assert path.read_text() == "epoch,loss,val_dice\n0,0.5,0.7\n1,0.41,0.79\n"
+    path.write_text("epoch,loss,val_dice\n0,0.5,0.7\n1,0.4\n2,x,0.9\n")
+    repair_history(path)
+    assert path.read_text() == "epoch,loss,val_dice\n0,0.5,0.7\n"
+
+
+def test_overwrite_deletes_nothing_in_a_folder_that_is_not_a_run(tmp_path, sample_dir):
+    project = tmp_path / "project"
+    (project / "logs").mkdir(parents=True)
+    (project / "logs" / "notes.txt").write_text("mine")
+    (project / "config.json").write_text('{"tool": "something else"}')
+    with pytest.raises(ValueError, match="not a run folder of this package"):
+        train(Config(**TINY), sample_dir, project, overwrite=True)
+    assert (project / "logs" / "notes.txt").read_text() == "mine"
+    assert (project / "config.json").read_text() == '{"tool": "something else"}'
+
+
+def test_a_run_killed_before_its_first_epoch_ended_starts_again(tmp_path, sample_dir):
+    from unet.run import prepare_run_dir
+
+    config = Config(**TINY, crop_size=100)
+    out = tmp_path / "run"
+    (out / "logs" / "train").mkdir(parents=True)  # what a run writes before epoch 1 ends
+    config.save(out / "config.json")
+    assert prepare_run_dir(out, config, overwrite=False) == (out, False)
+    assert not (out / "logs").exists() and (out / "config.json").exists()
+    other = Config(**{**TINY, "filters": 4}, crop_size=100)
+    (out / "logs").mkdir()
+    with pytest.raises(FileExistsError, match="already holds files"):
+        prepare_run_dir(out, other, overwrite=False)  # another config: not this run's
+
+
+def test_the_best_model_is_replaced_atomically(tmp_path):
+    from unet.train import BestModelCheckpoint
+
+    path = tmp_path / "model.keras"
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    checkpoint = BestModelCheckpoint(path)
+    checkpoint.set_model(model)
+    checkpoint.on_epoch_end(0, {"val_dice": 0.5})
+    saved = path.read_bytes()
+    checkpoint.on_epoch_end(1, {"val_dice": 0.4})  # not better: not written
+    assert path.read_bytes() == saved
+
+    def killed_half_way(target, *args, **kwargs):
+        Path(target).write_bytes(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt  # stands in for a kill during the write
+
+    model.save = killed_half_way
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.on_epoch_end(2, {"val_dice": 0.9})
+    assert path.read_bytes() == saved  # the complete earlier model is still there
+    assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]  # no temporary left

@@ -18,6 +18,7 @@ The model itself runs in the calling thread only.
 from __future__ import annotations
 
 import os
+import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,7 +31,8 @@ from .errors import UsageError
 from .image import prepare_image, to_channels
 from .imagefile import (check_channels, check_image_channels, check_pixel_size, pixel_size_for,
                         read_image_channels)
-from .io import IMAGE_EXTENSIONS, check_image_file, collect_images, list_images, save_png, write_csv
+from .io import (IMAGE_EXTENSIONS, check_image_file, collect_images, folder_lock, list_images,
+                 save_png, write_csv)
 from .model import model_geometry
 from .outputs import (check_areas, report_spores, spore_columns, table_rows, write_labels_tiff,
                       write_probability_tiff, write_rois)
@@ -146,7 +148,10 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
         ``spores.csv`` (one row per spore: ``image`` and the columns of
         :func:`unet.outputs.spore_columns`) and ``summary.csv``
         (:data:`SUMMARY_COLUMNS`: the count, the spores touching the edge, those
-        above ``max_area``, and the pixel size with its source).
+        above ``max_area``, and the pixel size with its source). The process holds
+        OUT's lock while it writes (:func:`unet.io.folder_lock`): a second process
+        writing into the same OUT is refused. An image with the same value in every
+        pixel (a blank or saturated frame) gets no spores and a warning.
     threshold : float
         Foreground probability threshold.
     tta : bool
@@ -213,60 +218,67 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
         check_image_file(path)
         check_image_channels(path, channel)
         items.append(_Input(path, name, pixel_size_for(path, pixel_size)))
-    kinds = dict(IMAGE_OUTPUTS, **({"prob": ".tif"} if probability else {}))
-    out = _output_dir(out_dir, [i.name for i in items], kinds, overwrite)
-    physical = any(i.pixel_size.um is not None for i in items)
-    columns = spore_columns(physical)
+    with folder_lock(out_dir, "out_dir"):  # one process per output folder
+        kinds = dict(IMAGE_OUTPUTS, **({"prob": ".tif"} if probability else {}))
+        out = _output_dir(out_dir, [i.name for i in items], kinds, overwrite)
+        physical = any(i.pixel_size.um is not None for i in items)
+        columns = spore_columns(physical)
 
-    def finish(item, raw, prob):
-        """Count, measure and write one predicted image (any thread)."""
-        spores = count_spores(prob, threshold, intensity_image=to_channels(raw, 1),
-                              min_area=min_area, h=split_h)
-        reported = report_spores(spores.labels, spores.table, item.pixel_size,
-                                 exclude_border=exclude_border, max_area=max_area)
-        folder, stem = (out / item.name).parent, (out / item.name).name
-        save_png((np.asarray(prob) > threshold).astype(np.uint8) * 255,
-                 folder / f"{stem}_mask.png")
-        shown = reported.relabel(spores.labels)
-        dropped = (spores.labels > 0) & (shown == 0) if reported.lut is not None else None
-        table = reported.table
-        save_png(id_overlay(raw, shown, np.c_[table["centroid_y_px"], table["centroid_x_px"]],
-                            table["id"], excluded=dropped), folder / f"{stem}_overlay.png")
-        write_labels_tiff(folder / f"{stem}_labels.tif", spores.labels, reported,
-                          item.pixel_size)
-        write_rois(folder / f"{stem}_rois.zip", spores.labels, reported)
-        if probability:
-            write_probability_tiff(folder / f"{stem}_prob.tif", prob, item.pixel_size)
-        size = item.pixel_size
-        summary = (item.name, reported.count, reported.touching_border, reported.too_large,
-                   "" if size.um is None else repr(size.um), size.source)
-        return table_rows(item.name, reported, columns), summary
+        def finish(item, raw, prob):
+            """Count, measure and write one predicted image (any thread)."""
+            spores = count_spores(prob, threshold, intensity_image=to_channels(raw, 1),
+                                  min_area=min_area, h=split_h)
+            reported = report_spores(spores.labels, spores.table, item.pixel_size,
+                                     exclude_border=exclude_border, max_area=max_area)
+            folder, stem = (out / item.name).parent, (out / item.name).name
+            save_png((np.asarray(prob) > threshold).astype(np.uint8) * 255,
+                     folder / f"{stem}_mask.png")
+            shown = reported.relabel(spores.labels)
+            dropped = (spores.labels > 0) & (shown == 0) if reported.lut is not None else None
+            table = reported.table
+            save_png(id_overlay(raw, shown, np.c_[table["centroid_y_px"], table["centroid_x_px"]],
+                                table["id"], excluded=dropped), folder / f"{stem}_overlay.png")
+            write_labels_tiff(folder / f"{stem}_labels.tif", spores.labels, reported,
+                              item.pixel_size)
+            write_rois(folder / f"{stem}_rois.zip", spores.labels, reported)
+            if probability:
+                write_probability_tiff(folder / f"{stem}_prob.tif", prob, item.pixel_size)
+            size = item.pixel_size
+            summary = (item.name, reported.count, reported.touching_border, reported.too_large,
+                       "" if size.um is None else repr(size.um), size.source)
+            return table_rows(item.name, reported, columns), summary
 
-    results = []
-    bar = tqdm(total=len(items), desc="predict", unit="image",
-               disable=None if progress else True)  # None: no bar off a terminal
-    with ThreadPoolExecutor(1, thread_name_prefix="unet-read") as reader, \
-            ThreadPoolExecutor(max(1, workers), thread_name_prefix="unet-write") as writer:
-        pending = deque()  # futures of `finish`, in input order
-        ahead = reader.submit(_read, items[0], channel, geometry.channels) if items else None
-        for k, item in enumerate(items):
-            raw, prepared = ahead.result()
-            ahead = (reader.submit(_read, items[k + 1], channel, geometry.channels)
-                     if k + 1 < len(items) else None)
-            prob = predict_tiled(model, prepared, tile=tile, batch_size=batch_size, tta=tta)
-            del prepared
-            if not workers:
-                results.append(finish(item, raw, prob))
-                bar.update()
-                continue
-            pending.append(writer.submit(finish, item, raw, prob))
-            while len(pending) > workers or (pending and pending[0].done()):
+        results = []
+        bar = tqdm(total=len(items), desc="predict", unit="image",
+                   disable=None if progress else True)  # None: no bar off a terminal
+        with ThreadPoolExecutor(1, thread_name_prefix="unet-read") as reader, \
+                ThreadPoolExecutor(max(1, workers), thread_name_prefix="unet-write") as writer:
+            pending = deque()  # futures of `finish`, in input order
+            ahead = reader.submit(_read, items[0], channel, geometry.channels) if items else None
+            for k, item in enumerate(items):
+                raw, prepared = ahead.result()
+                ahead = (reader.submit(_read, items[k + 1], channel, geometry.channels)
+                         if k + 1 < len(items) else None)
+                if raw.size and raw.min() == raw.max():  # blank or saturated: nothing to see
+                    warnings.warn(f"{item.path} has the same value in every pixel (a blank or "
+                                  "saturated frame?): no spores counted in it.", stacklevel=2)
+                    prob = np.zeros(raw.shape[:2], np.float32)
+                else:
+                    prob = predict_tiled(model, prepared, tile=tile, batch_size=batch_size,
+                                         tta=tta)
+                del prepared
+                if not workers:
+                    results.append(finish(item, raw, prob))
+                    bar.update()
+                    continue
+                pending.append(writer.submit(finish, item, raw, prob))
+                while len(pending) > workers or (pending and pending[0].done()):
+                    results.append(pending.popleft().result())
+                    bar.update()
+            while pending:
                 results.append(pending.popleft().result())
                 bar.update()
-        while pending:
-            results.append(pending.popleft().result())
-            bar.update()
-    bar.close()
-    write_csv(out / "spores.csv", ["image", *columns], [r for rows, _ in results for r in rows])
-    write_csv(out / "summary.csv", SUMMARY_COLUMNS, [s for _, s in results])
-    return [(s[0], s[1]) for _, s in results]
+        bar.close()
+        write_csv(out / "spores.csv", ["image", *columns], [r for rows, _ in results for r in rows])
+        write_csv(out / "summary.csv", SUMMARY_COLUMNS, [s for _, s in results])
+        return [(s[0], s[1]) for _, s in results]

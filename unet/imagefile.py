@@ -10,7 +10,8 @@ Decisions worth knowing:
   TIFF whose last sample is marked as alpha (``ExtraSamples`` 1 or 2). A TIFF with 2
   (or 4 or more) channels that are not marked so is refused without ``channel``: it is
   never silently read as gray + alpha. Three unmarked channels are read as RGB, as
-  before.
+  before. Planes that the file does not mark as channels at all (a plain multi-page
+  TIFF: a z-stack? channels?) are refused without ``channel`` too.
 * ``channel`` counts from 0 (numpy's, napari's and tifffile's order; Fiji's "c:1" is
   channel 0).
 * The pixel size is read, in this order, from OME-XML (``PhysicalSizeX``), ImageJ
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UsageError
-from .io import _TIFF, read_image
+from .io import _TIFF, check_finite, check_single_image, read_image
 
 #: Micrometres per unit, for the unit names ImageJ and OME write.
 _MICRONS = {
@@ -187,21 +188,26 @@ def check_channels(channel):
     return tuple(int(v) for v in values)
 
 
-def _tiff_channels(path, header_only=False):
+def _tiff_channels(path, header_only=False, channel=None):
     """``(array (H, W, C) or (H, W), alpha)`` of a TIFF, the channel axis found by name.
 
     ``header_only``: the array is a stand-in of the right shape that reads no pixels.
+    Planes whose axis has no meaning in the file (plain multi-page TIFFs) are taken as
+    channels only when ``channel`` selects some; without it they are refused.
     """
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tif:
+            check_single_image(path, tif)
             series = tif.series[0]
             array = (np.broadcast_to(np.zeros((), series.dtype), series.shape) if header_only
                      else np.asarray(series.asarray()))
             axes = series.axes
             page = tif.pages[0]
             extra = tuple(int(e) for e in (page.extrasamples or ()))
+    except UsageError:
+        raise
     except Exception as error:
         raise UsageError(
             f"Cannot read {path} as an image ({error.__class__.__name__}: {error}); "
@@ -222,8 +228,14 @@ def _tiff_channels(path, header_only=False):
                 f"{array.shape[axes.index(other)]} planes; save one plane per file.")
         if other in "CS":
             where = axes.index(other)
-        else:  # pages of unknown meaning (a plain multi-page or shaped TIFF): the
-            where = int(np.argmin(array.shape))  # channels are the shortest axis
+        elif channel is None:  # planes of unknown meaning: a z-stack? channels?
+            raise UsageError(
+                f"{path} holds {array.shape[axes.index(other)]} planes that the file does "
+                "not mark as channels or colours (a plain multi-page TIFF); if they are "
+                "channels, choose them with `channel`; if they are a z-stack or a time "
+                "series, save one plane per file.")
+        else:  # the caller says they are channels: the planes' axis is the channel axis
+            where = axes.index(other)
             other = "C"
         array = np.moveaxis(array, where, -1)
         axes = "YX" + other
@@ -231,6 +243,8 @@ def _tiff_channels(path, header_only=False):
         array = np.swapaxes(array, 0, 1)
     if array.dtype == bool:
         array = array.astype(np.uint8)
+    if not header_only:
+        check_finite(path, array)
     # ExtraSamples 1/2: associated/unassociated alpha in the last sample
     alpha = array.ndim == 3 and "S" in axes and bool(extra) and extra[-1] in (1, 2)
     return array, alpha
@@ -244,7 +258,8 @@ def check_image_channels(path, channel=None):
     """
     path = Path(path)
     if path.suffix.lower() in _TIFF:
-        _select(path, *_tiff_channels(path, header_only=True), check_channels(channel))
+        channel = check_channels(channel)
+        _select(path, *_tiff_channels(path, header_only=True, channel=channel), channel)
 
 
 def read_image_channels(path, channel=None):
@@ -276,7 +291,7 @@ def read_image_channels(path, channel=None):
     if path.suffix.lower() in _TIFF:
         if not path.exists():
             raise FileNotFoundError(f"Image file {path} does not exist.")
-        array, alpha = _tiff_channels(path)
+        array, alpha = _tiff_channels(path, channel=channel)
     else:
         array, alpha = read_image(path), None
     return _select(path, array, alpha, channel)

@@ -13,6 +13,14 @@ Decisions worth knowing:
   other files whose extension is not an image extension are skipped with one
   warning per folder, so a stray ``README.txt`` does not stop training.
 * A file that has an image extension but cannot be decoded is an error.
+* Nothing is guessed about a file that holds more than one image: a TIFF with several
+  images (pages written one by one, a stack of planes not marked as colour channels)
+  is refused with a message that says so, never read as its first page or as RGB.
+  Planes marked as colour samples (RGB, also stored plane by plane) are colour.
+* JPEG and PNG files are turned upright by their EXIF orientation, as viewers show
+  them, so masks, labels and centroids refer to the image a person sees.
+* Pixels that are NaN or infinite (float TIFFs) are refused with their number: one of
+  them would otherwise turn every percentile, and so the whole image, into NaN.
 * Every file the package writes goes to a temporary name in the same folder first
   and is renamed into place (:func:`atomic_path`), so a crash never leaves a
   half-written file under the real name.
@@ -24,6 +32,8 @@ import contextlib
 import csv
 import os
 import secrets
+import sys
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +84,7 @@ def check_image_file(path):
     """
     path = Path(path)
     _check_exists(path)
+    axes = ""  # TIFF axes as tifffile names them (Y, X, S = samples, C = channels, ...)
     try:
         if path.suffix.lower() in _TIFF:
             import tifffile
@@ -92,16 +103,21 @@ def check_image_file(path):
 def _read_raw(path, palette_as_index=False):
     path = Path(path)
     _check_exists(path)
+    axes = ""  # TIFF axes as tifffile names them (Y, X, S = samples, C = channels, ...)
     try:
         if path.suffix.lower() in _TIFF:
             import tifffile
 
-            array = np.asarray(tifffile.imread(path))
+            with tifffile.TiffFile(path) as tif:
+                check_single_image(path, tif)
+                series = tif.series[0]
+                array, axes = np.asarray(series.asarray()), series.axes
         else:
-            from PIL import Image
+            from PIL import Image, ImageOps
 
             with Image.open(path) as im:
                 im.load()
+                im = ImageOps.exif_transpose(im)
                 if im.mode == "P" and not palette_as_index:
                     im = im.convert("RGBA" if "transparency" in im.info else "RGB")
                 elif im.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
@@ -109,10 +125,20 @@ def _read_raw(path, palette_as_index=False):
                 elif im.mode == "PA":
                     im = im.convert("RGBA")
                 array = np.asarray(im)
+    except UsageError:
+        raise
     except Exception as error:  # corrupt, truncated or not an image at all
         raise _unreadable(path, error) from None
     if array.dtype == bool:
         array = array.astype(np.uint8)
+    check_finite(path, array)
+    planes = [a for a, n in zip(axes, array.shape) if n > 1 and a not in "YXSC"]
+    if planes:
+        shape = ", ".join(f"{a}={n}" for a, n in zip(axes, array.shape) if a not in "YX")
+        raise UsageError(
+            f"{path} holds a stack of 2-D images ({shape}) that are not marked as colour "
+            "channels; save one image per file, or save colour channels as an RGB TIFF."
+        )
     while array.ndim > 3 and array.shape[0] == 1:  # leading singleton axes of TIFFs
         array = array[0]
     if array.ndim == 3 and array.shape[-1] == 1:
@@ -127,6 +153,32 @@ def _read_raw(path, palette_as_index=False):
             "image; save one 2-D image per file (no stacks or multi-page TIFFs)."
         )
     return array
+
+
+def check_single_image(path, tif):
+    """Refuse a TIFF (an open ``tifffile.TiffFile``) that holds several separate images.
+
+    Pages written one by one (``imwrite(..., append=True)``, scanners, some cameras)
+    form several series; tifffile reads only the first, so the rest would be lost
+    without a word.
+    """
+    if len(tif.series) > 1:
+        raise UsageError(
+            f"{path} holds {len(tif.series)} separate images (pages); only one image per "
+            "file is read here: save each page as its own file."
+        )
+
+
+def check_finite(path, array):
+    """Refuse an image with NaN or infinite pixels, naming how many there are."""
+    array = np.asarray(array)
+    if array.dtype.kind in "fc":
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise UsageError(
+                f"{path} has {bad} pixel(s) that are NaN or infinite; replace them (e.g. by "
+                "0 or the image's median) before segmenting it."
+            )
 
 
 def read_image(path):
@@ -428,6 +480,61 @@ def collect_images(inputs):
 # --------------------------------------------------------------------------------------
 # Writing files: a temporary name in the same folder, then a rename
 # --------------------------------------------------------------------------------------
+#: The lock file a process holds in a folder it writes into (see :func:`folder_lock`).
+LOCK_NAME = ".unet.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder, name="out_dir"):
+    """Hold ``FOLDER/.unet.lock`` while this process writes into FOLDER.
+
+    A second process that asks for the same folder is refused at once with a
+    :class:`UsageError` naming the holder (process id, command, start time), instead
+    of mixing its files with the first one's (two ``predict`` runs into one folder used
+    to lose one run's table rows). The lock is the operating system's (``flock``): it
+    ends with the process, after a kill -9 too, so no stale lock is left behind; the
+    file itself stays, hidden. The folder is created if needed. Where there is no
+    ``flock`` (Windows) no lock is taken.
+
+    Parameters
+    ----------
+    folder : path
+    name : str
+        The caller's parameter that named the folder, for the messages.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"`{name}` {folder} is a file; give a folder.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PermissionError(f"Cannot create {folder} ({error.strerror}).") from None
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here
+        yield None
+        return
+    path = folder / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise PermissionError(f"Cannot write to {folder} ({error.strerror}).") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 1000, 0).decode(errors="replace").strip() or "another process"
+            raise UsageError(f"{folder} is in use by {holder}; wait until it has finished or "
+                             f"choose another `{name}`.") from None
+        command = " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (f"process {os.getpid()} ({command[:200]}), since "
+                       f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n").encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """A temporary path beside ``path``, renamed onto ``path`` when the block succeeds.

@@ -17,6 +17,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
+import numbers
 import shutil
 import zipfile
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UsageError, check_choice
-from .io import write_text
+from .io import LOCK_NAME, write_text
 from .sizes import PADDINGS, SKIPS, input_size_for_output, output_size
 
 #: Version of the ``config.json`` layout. A file without ``schema_version`` is version 1;
@@ -52,6 +54,62 @@ def _upgrade_1_to_2(values):
 
 #: Upgrades of a config dict from version ``v`` to ``v + 1``: ``{v: function}``.
 _UPGRADES = {1: _upgrade_1_to_2}
+
+#: Bounds of the numeric settings: ``name: (lowest, highest)``, both included (None: open).
+#: The upper bounds stop a typo from hanging or exhausting the machine before any work
+#: starts (depth 24 made the tile search scan ~10^8 sizes; depth 12 runs out of memory).
+LIMITS = {
+    "channels": (1, 16),
+    "num_classes": (1, 256),
+    "filters": (1, 512),
+    "depth": (1, 6),
+    "crop_size": (1, 4096),
+    "steps": (1, 10_000_000),
+    "steps_per_epoch": (1, 1_000_000),
+    "batch_size": (1, 1024),
+    "early_stopping_steps": (1, None),
+    "reduce_lr_steps": (1, None),
+    "min_area": (1, None),
+    "train_limit": (1, None),
+    "val_limit": (1, None),
+    "seed": (0, None),
+}
+
+_KIND_TEXT = {"int": "a whole number", "float": "a number", "bool": "true or false",
+              "str": "a string", "dict": "an object"}
+
+
+def _describe(name, kind, optional):
+    low = LIMITS.get(name, (None, None))[0]
+    text = "a positive integer" if kind == "int" and low == 1 else _KIND_TEXT[kind]
+    return text + (" or null" if optional else "")
+
+
+def _check_type(name, kind, optional, value):
+    """``value`` as ``kind`` ("int", "float", "bool", "str" or "dict"), else UsageError.
+
+    Strings are never numbers or booleans here: ``"false"`` is truthy in Python and
+    ``"0.5"`` cannot be compared with a number, so a config must hold JSON numbers and
+    ``true``/``false``. Whole floats pass as integers (``3000.0``); integers as floats.
+    """
+    if value is None and optional:
+        return None
+    ok = False
+    if kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "str":
+        ok = isinstance(value, str)
+    elif kind == "dict":
+        ok = isinstance(value, dict)
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if kind == "float" and math.isfinite(float(value)):
+            value, ok = float(value), True
+        elif kind == "int" and math.isfinite(float(value)) and float(value).is_integer():
+            value, ok = int(value), True
+    if not ok:
+        raise UsageError(f"`{name}` must be {_describe(name, kind, optional)}, got {value!r}.")
+    return value
+
 
 @dataclass
 class Config:
@@ -162,23 +220,36 @@ class Config:
     def __post_init__(self):
         from .losses import LOSSES
 
+        for field in dataclasses.fields(self):
+            annotation = str(field.type)
+            optional = "None" in annotation
+            kind = annotation.replace("| None", "").strip()
+            setattr(self, field.name,
+                    _check_type(field.name, kind, optional, getattr(self, field.name)))
         check_choice("padding", self.padding, PADDINGS)
         check_choice("skip", self.skip, SKIPS)
         check_choice("loss", self.loss, LOSSES)
-        for name in ("channels", "num_classes", "filters", "depth", "crop_size", "steps",
-                     "steps_per_epoch", "batch_size", "early_stopping_steps",
-                     "reduce_lr_steps", "min_area"):
+        for name, (low, high) in LIMITS.items():
             value = getattr(self, name)
-            if value is None and name == "crop_size":
+            if value is None or (value >= low and (high is None or value <= high)):
                 continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise UsageError(f"`{name}` must be a positive integer, got {value!r}.")
+            kind = "a positive integer" if low == 1 else f"at least {low}"
+            if high is not None:
+                kind += f" no larger than {high}"
+            raise UsageError(f"`{name}` must be {kind}, got {value!r}.")
         if self.split_h is not None and not self.split_h > 0:
             raise UsageError(f"`split_h` must be positive or null, got {self.split_h!r}.")
         if not 0 < self.threshold < 1:
             raise UsageError(f"`threshold` must be between 0 and 1, got {self.threshold!r}.")
-        if not self.learning_rate > 0:
-            raise UsageError(f"`learning_rate` must be positive, got {self.learning_rate!r}.")
+        if not 0 < self.learning_rate <= 1:
+            raise UsageError(
+                f"`learning_rate` must be positive (at most 1), got {self.learning_rate!r}.")
+        if not 0 <= self.dropout < 1:
+            raise UsageError(f"`dropout` must be at least 0 and below 1, got {self.dropout!r}.")
+        if not self.border_w0 >= 0 or not self.border_sigma > 0:
+            raise UsageError(
+                f"`border_w0` must be at least 0 and `border_sigma` positive, got "
+                f"{self.border_w0!r} and {self.border_sigma!r}.")
 
     # -- derived sizes -------------------------------------------------------------
     @property
@@ -326,13 +397,25 @@ def resolve_model_path(path):
 
 
 def prepare_run_dir(out_dir, config, overwrite):
-    """Create RUN, or resume an unfinished run there; never silently overwrite."""
+    """Create RUN, or resume an unfinished run there; never silently overwrite.
+
+    A run that was stopped before its first epoch ended (only ``config.json`` and
+    ``logs/`` written, no backup yet) starts again from step 0 with the same config;
+    ``history.csv`` is repaired before a resumed run appends to it
+    (:func:`repair_history`).
+    """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"`out_dir` {out_dir} is a file; give a directory for the run.")
     backup = out_dir / "backup"
-    if out_dir.is_dir() and any(out_dir.iterdir()):
+    if out_dir.is_dir() and any(p.name != LOCK_NAME for p in out_dir.iterdir()):
+        saved = out_dir / "config.json"
         if overwrite:
+            if not _is_run_dir(out_dir):
+                raise UsageError(
+                    f"{out_dir} holds files but is not a run folder of this package (it has "
+                    "no readable config.json), so `overwrite=True` will not delete anything "
+                    "there; choose another `out_dir`.")
             for name in (*RUN_FILES, "backup", "logs"):
                 target = out_dir / name
                 if target.is_dir():
@@ -340,13 +423,16 @@ def prepare_run_dir(out_dir, config, overwrite):
                 elif target.exists():
                     target.unlink()
         elif backup.is_dir():
-            saved = out_dir / "config.json"
             if saved.exists() and Config.load(saved) != config:
                 raise UsageError(
                     f"{out_dir} holds an unfinished run with a different config; resume it "
                     "with the same settings, or pass `overwrite=True` to start again."
                 )
+            repair_history(out_dir / "history.csv")
             return out_dir, True
+        elif _never_finished_an_epoch(out_dir, config):
+            shutil.rmtree(out_dir / "logs", ignore_errors=True)
+            (out_dir / "history.csv").unlink(missing_ok=True)
         else:
             raise FileExistsError(
                 f"{out_dir} already holds files; choose another `out_dir` or pass `overwrite=True`."
@@ -361,18 +447,93 @@ def prepare_run_dir(out_dir, config, overwrite):
     return out_dir, False
 
 
+def _is_run_dir(out_dir):
+    """Whether RUN was written by :func:`unet.train.train` (a config.json it can read).
+
+    ``overwrite`` removes a run's own files (model, config, history, curves, logs,
+    backup) only in such a folder, never in a folder of other files that happen to
+    hold a ``logs/`` or a ``config.json``; files of other names are never removed.
+    """
+    try:
+        Config.load(out_dir / "config.json")
+    except (UsageError, OSError):
+        return False
+    return True
+
+
+def _never_finished_an_epoch(out_dir, config):
+    """Whether RUN holds only what a run of ``config`` writes before its first epoch ends."""
+    names = {p.name for p in out_dir.iterdir()} - {LOCK_NAME}
+    saved = out_dir / "config.json"
+    if "config.json" not in names or not names <= {"config.json", "logs", "history.csv"}:
+        return False
+    try:
+        same = Config.load(saved) == config
+    except (UsageError, OSError):
+        return False
+    return same and not read_history(out_dir / "history.csv")
+
+
+def repair_history(path):
+    """Make ``history.csv`` safe to append to after a kill or a full disk.
+
+    Drops a last line cut short (no line end), rows with missing or non-numeric
+    values, and earlier copies of an epoch's row (an epoch run again after a resume
+    keeps its last row); rewrites the file atomically only when something changed.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines = lines[:-1]
+    if not lines:
+        path.unlink()
+        return
+    header = next(csv.reader([lines[0]]))
+    rows = {}
+    for line in lines[1:]:
+        values = next(csv.reader([line]), [])
+        try:
+            if len(values) != len(header):
+                raise ValueError
+            epoch = int(float(values[header.index("epoch")]))
+            [float(v) for v in values]
+        except ValueError:
+            continue
+        rows[epoch] = line
+    kept = lines[0] + "".join(rows[e] for e in sorted(rows))
+    if kept != text:
+        write_text(path, kept)
+
+
 def read_history(path):
-    """Rows of a history.csv as a dict of float arrays (a resumed epoch keeps its last row)."""
+    """Rows of a history.csv as a dict of float arrays.
+
+    A resumed epoch keeps its last row; a row cut short or holding a value that is
+    not a number (a kill or a full disk during the write) is left out.
+    """
     path = Path(path)
     if not path.exists():
         return {}
-    with path.open() as f:
-        rows = {int(r["epoch"]): r for r in csv.DictReader(f)}
+    lines = path.read_text().splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines = lines[:-1]  # the last row was cut short
+    rows = {}
+    for row in csv.DictReader(lines):
+        try:
+            values = {k: float(v) for k, v in row.items()}
+        except (TypeError, ValueError):  # missing (None) or non-numeric values
+            continue
+        if None in values:
+            continue
+        rows[int(values["epoch"])] = values
     if not rows:
         return {}
     keys = next(iter(rows.values())).keys()
     ordered = [rows[e] for e in sorted(rows)]
-    return {k: np.array([float(r[k]) for r in ordered]) for k in keys}
+    return {k: np.array([r[k] for r in ordered]) for k in keys}
 
 
 def load_run(path):

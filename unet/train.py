@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import zipfile
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -18,7 +20,7 @@ from .augment import Augmentation
 from .calibrate import calibrate_postprocessing
 from .devices import PRECISIONS, STRATEGIES, make_strategy, resolve_precision  # noqa: F401
 from .errors import NaNLossError, UsageError
-from .io import check_data_dir, read_counts
+from .io import atomic_path, check_data_dir, folder_lock, read_counts
 from .predict import predict_many
 from .run import Config, load_run, prepare_run_dir, read_history  # noqa: F401  (public here too)
 
@@ -72,6 +74,30 @@ class WholeImageValidation(keras.callbacks.Callback):
             logs["val_loss"] = float(self.loss.call(flat_true.reshape(shape),
                                                     flat_prob.reshape(shape)))
             logs["val_seconds"] = time.perf_counter() - start
+
+
+class BestModelCheckpoint(keras.callbacks.Callback):
+    """Save the model whenever ``val_dice`` beats the best so far, atomically.
+
+    Keras' ``ModelCheckpoint`` writes ``model.keras`` in place, so a kill during the
+    save leaves a truncated file, and a resumed run rewrites it only when an epoch
+    beats the best. Here the model is written to a temporary name in the same folder
+    and renamed into place (:func:`unet.io.atomic_path`): a crash leaves the previous
+    complete file. ``best`` is the score of the file already there (``None``: none).
+    """
+
+    def __init__(self, path, best=None):
+        super().__init__()
+        self.path = Path(path)
+        self.best = -math.inf if best is None else float(best)
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get("val_dice")
+        if value is None or not float(value) > self.best:
+            return
+        self.best = float(value)
+        with atomic_path(self.path) as tmp:
+            self.model.save(tmp)
 
 
 class _StopOnNaN(keras.callbacks.TerminateOnNaN):
@@ -167,84 +193,85 @@ def train(
     if config.crop_size is None:
         config = dataclasses.replace(
             config, crop_size=data.choose_crop_size(train_set, config.depth, config.padding))
-    out_dir, resumed = prepare_run_dir(out_dir, config, overwrite)
-    policy = resolve_precision(precision)
-    dist = make_strategy(strategy)
+    with folder_lock(out_dir, "out_dir"):  # one process per run folder
+        out_dir, resumed = prepare_run_dir(out_dir, config, overwrite)
+        policy = resolve_precision(precision)
+        dist = make_strategy(strategy)
 
-    weights = "border" if config.loss == "weighted_bce" else "uniform"
-    train_ds = data.make_dataset(
-        train_set, config.tile_size, config.output_tile_size, batch_size=config.batch_size,
-        augment=Augmentation() if config.augment else None, shuffle=True, seed=config.seed,
-        repeat=True, weights=weights, w0=config.border_w0, sigma=config.border_sigma,
-    )
-
-    config.save(out_dir / "config.json")
-    keras.utils.set_random_seed(config.seed)
-    previous_policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-        with dist.scope():
-            model = config.build_model()
-            model.compile(
-                optimizer=keras.optimizers.Adam(config.learning_rate),
-                loss=losses.get_loss(config.loss),
-                weighted_metrics=metrics.segmentation_metrics(config.threshold),
-            )
-        if init_weights is not None and not resumed:
-            model.set_weights(init_weights)
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
-
-    history_path = out_dir / "history.csv"
-    best = read_history(history_path).get("val_dice")
-    nan_guard = _StopOnNaN()
-    callbacks = [
-        # first: the epoch's time includes validation, whose scores the others read
-        _EpochTimer(config.steps_per_epoch),
-        WholeImageValidation(val_set, losses.get_loss(config.loss), config.threshold,
-                             config.batch_size),
-        nan_guard,
-        keras.callbacks.ModelCheckpoint(
-            out_dir / "model.keras", monitor="val_dice", mode="max", save_best_only=True,
-            initial_value_threshold=float(best.max()) if best is not None and best.size else None,
-        ),
-        keras.callbacks.ReduceLROnPlateau(
-            monitor="val_dice", mode="max", factor=0.5,
-            patience=config.patience(config.reduce_lr_steps), min_lr=1e-5,
-        ),
-        keras.callbacks.EarlyStopping(
-            monitor="val_dice", mode="max", patience=config.patience(config.early_stopping_steps)
-        ),
-        keras.callbacks.CSVLogger(history_path, append=True),
-        keras.callbacks.TensorBoard(out_dir / "logs", write_graph=False),
-        # Last, so an epoch is only marked done once everything above has run for it.
-        keras.callbacks.BackupAndRestore(out_dir / "backup", double_checkpoint=True),
-    ]
-    start = time.perf_counter()
-    model.fit(train_ds, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
-              callbacks=callbacks, shuffle=False, verbose=verbose)  # the stream shuffles itself
-    seconds = time.perf_counter() - start
-    if nan_guard.fired:
-        raise NaNLossError(
-            "Training stopped: the loss became NaN or infinite. Lower the learning rate "
-            "(e.g. `learning_rate` / 10 in the config) or check the data for broken images; "
-            f"the best model so far is in {out_dir / 'model.keras'}."
+        weights = "border" if config.loss == "weighted_bce" else "uniform"
+        train_ds = data.make_dataset(
+            train_set, config.tile_size, config.output_tile_size, batch_size=config.batch_size,
+            augment=Augmentation() if config.augment else None, shuffle=True, seed=config.seed,
+            repeat=True, weights=weights, w0=config.border_w0, sigma=config.border_sigma,
         )
-    history = read_history(history_path)
-    plot.save_figure(plot.training_curves(history), out_dir / "curves.png")
-    config, note = _calibrate(config, out_dir, val_set, data_dir / "val")
-    return {
-        "model": out_dir / "model.keras",
-        "history": history,
-        "epochs": len(history.get("epoch", [])),
-        "steps": int(history["step"][-1]) if "step" in history else 0,
-        "seconds": seconds,
-        "precision": policy,
-        "resumed": resumed,
-        "config": config,
-        "calibration": config.calibration,
-        "calibration_note": note,
-    }
+
+        config.save(out_dir / "config.json")
+        keras.utils.set_random_seed(config.seed)
+        previous_policy = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            with dist.scope():
+                model = config.build_model()
+                model.compile(
+                    optimizer=keras.optimizers.Adam(config.learning_rate),
+                    loss=losses.get_loss(config.loss),
+                    weighted_metrics=metrics.segmentation_metrics(config.threshold),
+                )
+            if init_weights is not None and not resumed:
+                model.set_weights(init_weights)
+        finally:
+            keras.mixed_precision.set_global_policy(previous_policy)
+
+        history_path = out_dir / "history.csv"
+        best = read_history(history_path).get("val_dice")
+        if not zipfile.is_zipfile(out_dir / "model.keras"):
+            best = None  # no complete model yet (or one cut short by an older version): save the next
+        nan_guard = _StopOnNaN()
+        callbacks = [
+            # first: the epoch's time includes validation, whose scores the others read
+            _EpochTimer(config.steps_per_epoch),
+            WholeImageValidation(val_set, losses.get_loss(config.loss), config.threshold,
+                                 config.batch_size),
+            nan_guard,
+            BestModelCheckpoint(out_dir / "model.keras",
+                                float(best.max()) if best is not None and best.size else None),
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_dice", mode="max", factor=0.5,
+                patience=config.patience(config.reduce_lr_steps), min_lr=1e-5,
+            ),
+            keras.callbacks.EarlyStopping(
+                monitor="val_dice", mode="max", patience=config.patience(config.early_stopping_steps)
+            ),
+            keras.callbacks.CSVLogger(history_path, append=True),
+            keras.callbacks.TensorBoard(out_dir / "logs", write_graph=False),
+            # Last, so an epoch is only marked done once everything above has run for it.
+            keras.callbacks.BackupAndRestore(out_dir / "backup", double_checkpoint=True),
+        ]
+        start = time.perf_counter()
+        model.fit(train_ds, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
+                  callbacks=callbacks, shuffle=False, verbose=verbose)  # the stream shuffles itself
+        seconds = time.perf_counter() - start
+        if nan_guard.fired:
+            raise NaNLossError(
+                "Training stopped: the loss became NaN or infinite. Lower the learning rate "
+                "(e.g. `learning_rate` / 10 in the config) or check the data for broken images; "
+                f"the best model so far is in {out_dir / 'model.keras'}."
+            )
+        history = read_history(history_path)
+        plot.save_figure(plot.training_curves(history), out_dir / "curves.png")
+        config, note = _calibrate(config, out_dir, val_set, data_dir / "val")
+        return {
+            "model": out_dir / "model.keras",
+            "history": history,
+            "epochs": len(history.get("epoch", [])),
+            "steps": int(history["step"][-1]) if "step" in history else 0,
+            "seconds": seconds,
+            "precision": policy,
+            "resumed": resumed,
+            "config": config,
+            "calibration": config.calibration,
+            "calibration_note": note,
+        }
 
 
 def _calibrate(config, out_dir, val_set, val_dir):
