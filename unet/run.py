@@ -474,37 +474,48 @@ def _never_finished_an_epoch(out_dir, config):
     return same and not read_history(out_dir / "history.csv")
 
 
-def repair_history(path):
-    """Make ``history.csv`` safe to append to after a kill or a full disk.
+def _history_rows(path):
+    """``(header line, {epoch: (line, {column: value})})`` of a history.csv's usable rows.
 
-    Drops a last line cut short (no line end), rows with missing or non-numeric
-    values, and earlier copies of an epoch's row (an epoch run again after a resume
-    keeps its last row); rewrites the file atomically only when something changed.
+    A last line without its line end (cut short by a kill or a full disk), rows with
+    missing or non-numeric values, and earlier copies of an epoch's row (an epoch run
+    again after a resume) are left out. ``(None, {})`` for a missing or empty file.
     """
     path = Path(path)
     if not path.exists():
-        return
-    text = path.read_text()
-    lines = text.splitlines(keepends=True)
+        return None, {}
+    lines = path.read_text().splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
         lines = lines[:-1]
     if not lines:
-        path.unlink()
-        return
+        return None, {}
     header = next(csv.reader([lines[0]]))
     rows = {}
     for line in lines[1:]:
         values = next(csv.reader([line]), [])
         try:
             if len(values) != len(header):
-                raise ValueError
-            epoch = int(float(values[header.index("epoch")]))
-            [float(v) for v in values]
+                raise ValueError(line)
+            row = {k: float(v) for k, v in zip(header, values)}
         except ValueError:
             continue
-        rows[epoch] = line
-    kept = lines[0] + "".join(rows[e] for e in sorted(rows))
-    if kept != text:
+        rows[int(row["epoch"])] = (line, row)
+    return lines[0], rows
+
+
+def repair_history(path):
+    """Make ``history.csv`` safe to append to after a kill or a full disk.
+
+    Keeps the header and the usable rows (see :func:`_history_rows`) in epoch order;
+    rewrites the file atomically only when that changes it.
+    """
+    path = Path(path)
+    header, rows = _history_rows(path)
+    if header is None:
+        path.unlink(missing_ok=True)
+        return
+    kept = header + "".join(rows[e][0] for e in sorted(rows))
+    if kept != path.read_text():
         write_text(path, kept)
 
 
@@ -514,26 +525,11 @@ def read_history(path):
     A resumed epoch keeps its last row; a row cut short or holding a value that is
     not a number (a kill or a full disk during the write) is left out.
     """
-    path = Path(path)
-    if not path.exists():
-        return {}
-    lines = path.read_text().splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
-        lines = lines[:-1]  # the last row was cut short
-    rows = {}
-    for row in csv.DictReader(lines):
-        try:
-            values = {k: float(v) for k, v in row.items()}
-        except (TypeError, ValueError):  # missing (None) or non-numeric values
-            continue
-        if None in values:
-            continue
-        rows[int(values["epoch"])] = values
+    _, rows = _history_rows(path)
     if not rows:
         return {}
-    keys = next(iter(rows.values())).keys()
-    ordered = [rows[e] for e in sorted(rows)]
-    return {k: np.array([r[k] for r in ordered]) for k in keys}
+    ordered = [rows[e][1] for e in sorted(rows)]
+    return {k: np.array([r[k] for r in ordered]) for k in ordered[0]}
 
 
 def load_run(path):
