@@ -226,19 +226,14 @@ def _tiff_channels(path, header_only=False, channel=None):
             raise UsageError(
                 f"{path} is a {'z-stack' if other == 'Z' else 'time series'} of "
                 f"{array.shape[axes.index(other)]} planes; save one plane per file.")
-        if other in "CS":
-            where = axes.index(other)
-        elif channel is None:  # planes of unknown meaning: a z-stack? channels?
+        if other not in "CS" and channel is None:  # planes of unknown meaning
             raise UsageError(
                 f"{path} holds {array.shape[axes.index(other)]} planes that the file does "
                 "not mark as channels or colours (a plain multi-page TIFF); if they are "
                 "channels, choose them with `channel`; if they are a z-stack or a time "
                 "series, save one plane per file.")
-        else:  # the caller says they are channels: the planes' axis is the channel axis
-            where = axes.index(other)
-            other = "C"
-        array = np.moveaxis(array, where, -1)
-        axes = "YX" + other
+        array = np.moveaxis(array, axes.index(other), -1)
+        axes = "YX" + (other if other in "CS" else "C")  # with `channel`: the caller's channels
     elif axes.startswith("X"):
         array = np.swapaxes(array, 0, 1)
     if array.dtype == bool:

@@ -84,7 +84,6 @@ def check_image_file(path):
     """
     path = Path(path)
     _check_exists(path)
-    axes = ""  # TIFF axes as tifffile names them (Y, X, S = samples, C = channels, ...)
     try:
         if path.suffix.lower() in _TIFF:
             import tifffile

@@ -411,7 +411,7 @@ def prepare_run_dir(out_dir, config, overwrite):
     if out_dir.is_dir() and any(p.name != LOCK_NAME for p in out_dir.iterdir()):
         saved = out_dir / "config.json"
         if overwrite:
-            if not _is_run_dir(out_dir):
+            if _saved_config(out_dir) is None:
                 raise UsageError(
                     f"{out_dir} holds files but is not a run folder of this package (it has "
                     "no readable config.json), so `overwrite=True` will not delete anything "
@@ -447,31 +447,26 @@ def prepare_run_dir(out_dir, config, overwrite):
     return out_dir, False
 
 
-def _is_run_dir(out_dir):
-    """Whether RUN was written by :func:`unet.train.train` (a config.json it can read).
+def _saved_config(out_dir):
+    """The Config in RUN's ``config.json``, or None where there is no readable one.
 
-    ``overwrite`` removes a run's own files (model, config, history, curves, logs,
-    backup) only in such a folder, never in a folder of other files that happen to
-    hold a ``logs/`` or a ``config.json``; files of other names are never removed.
+    A readable one marks a folder written by :func:`unet.train.train`: ``overwrite``
+    removes a run's own files (model, config, history, curves, logs, backup) only in
+    such a folder, never in a folder of other files that happen to hold a ``logs/`` or
+    a ``config.json``; files of other names are never removed.
     """
     try:
-        Config.load(out_dir / "config.json")
+        return Config.load(out_dir / "config.json")
     except (UsageError, OSError):
-        return False
-    return True
+        return None
 
 
 def _never_finished_an_epoch(out_dir, config):
     """Whether RUN holds only what a run of ``config`` writes before its first epoch ends."""
     names = {p.name for p in out_dir.iterdir()} - {LOCK_NAME}
-    saved = out_dir / "config.json"
     if "config.json" not in names or not names <= {"config.json", "logs", "history.csv"}:
         return False
-    try:
-        same = Config.load(saved) == config
-    except (UsageError, OSError):
-        return False
-    return same and not read_history(out_dir / "history.csv")
+    return _saved_config(out_dir) == config and not read_history(out_dir / "history.csv")
 
 
 def _history_rows(path):
