@@ -89,11 +89,10 @@ def _collect(inputs, recursive):
 
 
 def _output_dir(out_dir, names, kinds, overwrite):
-    """Create OUT (and the sub-folders of nested names); refuse to replace any output
-    file already there unless overwrite."""
+    """Create OUT's sub-folders for nested names; refuse to replace any output file
+    already there unless overwrite. OUT itself is made (and checked to be a folder) by
+    :func:`unet.io.folder_lock`, which the caller holds."""
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"`out_dir` {out} is a file; give a folder for the results.")
     planned = [out / "spores.csv", out / "summary.csv"]
     planned += [out / f"{n}_{kind}{ext}" for n in names for kind, ext in kinds.items()]
     clashes = [p for p in planned if p.exists()]
