@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 import numpy as np
 import pytest
 
@@ -92,6 +93,12 @@ def test_precision_choices():
     assert resolve_precision("auto") == ("mixed_bfloat16" if cpu_bf16 else "float32")
     with pytest.raises(ValueError, match="precision`? must be one of"):
         resolve_precision("int8")
+
+
+def test_describe_hardware_names_the_device_and_the_policy():
+    line = unet.describe_hardware("fp32")
+    assert line.endswith("precision 'fp32' -> float32")
+    assert line.startswith("GPU: " if tf.config.list_physical_devices("GPU") else "CPU only (")
 
 
 def test_strategy_choices(monkeypatch):

@@ -111,6 +111,9 @@ _LAZY = {
     "outline_overlay": "render",
     # augment
     "Augmentation": "augment",
+    # devices: precision and distribution
+    "describe_hardware": "devices",
+    "resolve_precision": "devices",
     # predict: overlap-tile prediction of arrays
     "predict_tiled": "predict",
     "plan_tiles": "predict",

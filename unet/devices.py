@@ -45,6 +45,33 @@ def resolve_precision(precision="auto"):
     return "mixed_bfloat16" if _cpu_has_bf16() else "float32"
 
 
+def describe_hardware(precision="auto"):
+    """One line naming the device TensorFlow will use and the precision policy.
+
+    For the top of a notebook or a log: ``"GPU: Tesla T4 (compute capability
+    7.5); precision 'auto' -> mixed_float16"`` or ``"CPU only (2 cores, bf16
+    instructions); precision 'auto' -> mixed_bfloat16"``.
+    """
+    import tensorflow as tf
+
+    policy = resolve_precision(precision)
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        names = []
+        for gpu in gpus:
+            details = tf.config.experimental.get_device_details(gpu)
+            name = details.get("device_name", gpu.name)
+            capability = details.get("compute_capability")
+            if capability:
+                name += f" (compute capability {capability[0]}.{capability[1]})"
+            names.append(name)
+        device = f"GPU: {', '.join(names)}"
+    else:
+        extra = ", bf16 instructions" if _cpu_has_bf16() else ""
+        device = f"CPU only ({os.cpu_count()} cores{extra})"
+    return f"{device}; precision {precision!r} -> {policy}"
+
+
 def make_strategy(strategy="auto"):
     """A ``tf.distribute`` strategy.
 
