@@ -246,3 +246,27 @@ def test_match_spores_by_overlap():
     assert empty["f1"] == 1.0 and np.isnan(empty["mean_iou"])
     with pytest.raises(ValueError, match="min_iou"):
         match_spores(truth, pred, min_iou=0.3)
+
+
+@pytest.mark.parametrize("h", [0.36, 1.0, None])
+def test_split_by_parts_equals_the_whole_image_reconstruction(h, monkeypatch):
+    """Reconstructing each part of the support alone changes no label (only the time)."""
+    from skimage.morphology import reconstruction
+
+    from unet import count
+    from unet.spores import SporeStyle, render_field
+
+    dense = SporeStyle(field_density=900.0, touching=0.35, overlapping=0.15)
+    _, labels = render_field(3, shape=(256, 256), style=dense)
+    mask = labels > 0
+    # Two regions that touch only diagonally (one 8-connected support part) and a
+    # one-pixel speck: the cases where a part boundary could differ.
+    mask[5:15, 5:15] = mask[15:25, 15:25] = True
+    mask[5:15, 15:25] = mask[15:25, 5:15] = False
+    mask[240, 3] = True
+    by_parts = count.label_spores(mask, h=h, min_area=1)
+    monkeypatch.setattr(count, "_reconstruct_by_parts",
+                        lambda marker, support, rec: rec(marker, support, method="dilation"))
+    whole = count.label_spores(mask, h=h, min_area=1)
+    assert by_parts.max() > 20
+    np.testing.assert_array_equal(by_parts, whole)

