@@ -107,7 +107,7 @@ def test_counts_come_from_counts_csv_or_labels(tmp_path, sample_dir):
 
 
 def test_predictions_must_keep_the_image_size(tmp_path):
-    write_pair(tmp_path, "a", np.ones((8, 8), bool))
+    write_pair(tmp_path, "a", np.eye(8, dtype=bool))
     with pytest.raises(ValueError, match="predictions must keep the image size"):
         evaluate(lambda raw: np.zeros((4, 4)), tmp_path, count=False)
     with pytest.raises(ValueError, match="keras.Model or a function"):
@@ -151,3 +151,48 @@ def test_a_perfect_method_scores_one_on_objects(sample_dir):
                       split_h=0.5)
     assert result["object_truth"] == "labels"
     assert result["object_f1"] > 0.9 and result["ap_50_95"] > 0.8
+
+
+# ------------------------------------------------- the same mask checks as training
+def spots(shape=(40, 40)):
+    mask = np.zeros(shape, bool)
+    mask[5:12, 5:12] = mask[20:30, 22:31] = True
+    return mask
+
+
+def test_inverted_masks_are_refused_by_evaluate_and_by_training(tmp_path):
+    from unet.data import load_folder
+    from unet.errors import UsageError
+
+    for name in ("a", "b"):
+        write_pair(tmp_path, name, ~spots())  # drawn black on white
+    with pytest.raises(UsageError, match="look inverted.*invert the masks"):
+        evaluate(lambda raw: spots().astype(np.float32), tmp_path)
+    with pytest.raises(UsageError, match="look inverted"):
+        load_folder(tmp_path)
+    assert len(load_folder(tmp_path, check_masks=False).masks) == 2
+    write_pair(tmp_path, "b", spots())  # one right mask: the set is not inverted
+    assert evaluate(lambda raw: spots().astype(np.float32), tmp_path, count=False)["images"] == 2
+
+
+def test_evaluate_accepts_empty_masks_and_warns_about_jpeg_masks(tmp_path):
+    write_pair(tmp_path, "blank", np.zeros((30, 30), bool))
+    result = evaluate(lambda raw: np.zeros(raw.shape[:2], np.float32), tmp_path)
+    assert result["images"] == 1 and result["per_image"][0]["count_pred"] == 0
+    mask = (spots() * 255).astype(np.uint8)
+    Image.fromarray(mask).save(tmp_path / "masks" / "spots.jpg", quality=70)
+    Image.fromarray(np.full(mask.shape, 128, np.uint8)).save(tmp_path / "images" / "spots.png")
+    with pytest.warns(UserWarning, match="spots.jpg are JPEG"):
+        evaluate(lambda raw: np.zeros(raw.shape[:2], np.float32), tmp_path, count=False)
+
+
+def test_counts_that_match_no_image_are_reported(tmp_path):
+    write_pair(tmp_path, "one", spots())
+    write_pair(tmp_path, "two", spots())
+    (tmp_path / "counts.csv").write_text("name,count\none,2\none.png,2\n")
+    with pytest.warns(UserWarning) as caught:
+        result = evaluate(lambda raw: spots().astype(np.float32), tmp_path)
+    said = " ".join(str(w.message) for w in caught)
+    assert "names one.png, which match no image" in said
+    assert "has no count for two" in said
+    assert result["count_true"] == 2 and result["count_pred"] == 2

@@ -103,13 +103,11 @@ def load_folder(folder, channels=3, check_masks=True, limit=None):
     """
     pairs = find_pairs(folder)[:limit]
     names, images, masks, labels = [], [], [], []
-    jpeg_masks, split_ids = [], []
+    split_ids = []
     for pair in pairs:
         image = load_image(pair.image, channels)
         mask = read_mask(pair.mask)
         _check_size(pair.image, image, pair.mask, mask)
-        if pair.mask.suffix.lower() in JPEG_EXTENSIONS:
-            jpeg_masks.append(pair.mask.name)
         label = None
         if pair.labels is not None:
             label = read_labels(pair.labels)
@@ -125,24 +123,13 @@ def load_folder(folder, channels=3, check_masks=True, limit=None):
         images.append(image)
         masks.append(mask)
         labels.append(label)
-    if jpeg_masks:
-        warnings.warn(
-            f"Masks {listing(jpeg_masks)} are JPEG: lossy compression leaves faint non-zero "
-            "pixels that read as foreground; save masks as PNG.",
-            stacklevel=2,
-        )
     if split_ids:
         warnings.warn(
             f"Label images of {listing(split_ids)} use one id for separate regions; each "
             "region is counted as an object of its own. Give every object its own id.",
             stacklevel=2,
         )
-    if check_masks and all(m.min() == m.max() for m in masks):
-        what = "empty (all background)" if all(m.max() == 0 for m in masks) else "a single value"
-        raise UsageError(
-            f"Every mask in {Path(folder) / 'masks'} is {what}; the masks are probably wrong "
-            "(foreground must be > 0), check them or pass `check_masks=False`."
-        )
+    check_mask_set(folder, zip([p.mask for p in pairs], masks), check_values=check_masks)
     if all(label is None for label in labels):
         labels = None
     elif any(label is None for label in labels):  # a few binary masks among id masks
@@ -151,6 +138,76 @@ def load_folder(folder, channels=3, check_masks=True, limit=None):
         labels = [ndi.label(m)[0].astype(np.int32) if lab is None else lab
                   for m, lab in zip(masks, labels)]
     return Samples(names, images, masks, labels)
+
+
+#: A mask set looks inverted (white background) when every mask is foreground on at
+#: least this share of its edge pixels and on more than half of all pixels.
+INVERTED_EDGE = 0.9
+
+
+def check_mask_set(folder, masks, check_values=True, allow_empty=False):
+    """The checks every reader of a data folder's masks makes (``train``, ``evaluate``).
+
+    Warns about JPEG masks. With ``check_values``, raises
+    :class:`~unet.errors.UsageError` when every mask is a single value (all
+    background or all foreground) or when the masks look inverted: foreground (any
+    value > 0) on nearly every edge pixel (:data:`INVERTED_EDGE`) and on most pixels,
+    as with masks drawn black on white.
+
+    Parameters
+    ----------
+    folder : path
+        The data folder (named in the messages).
+    masks : iterable of (Path, array_like)
+        Each mask file with its mask as read (:func:`unet.io.read_mask`); consumed
+        once, so a generator that reads one mask at a time keeps memory small.
+    check_values : bool
+        Also check the values (``check_masks`` of :func:`load_folder`).
+    allow_empty : bool
+        Accept a set of empty masks (evaluating false positives on images without
+        objects is fine; training on them is not).
+    """
+    jpeg, constant, empty, inverted, total, foreground = [], 0, 0, 0, 0, 0
+    for path, mask in masks:
+        if Path(path).suffix.lower() in JPEG_EXTENSIONS:
+            jpeg.append(Path(path).name)
+        mask = np.asarray(mask)
+        low, high = (mask.min(), mask.max()) if mask.size else (0, 0)
+        constant += bool(low == high)
+        empty += bool(high == 0)
+        inverted += _edge_share(mask) >= INVERTED_EDGE
+        total, foreground = total + 1, foreground + np.count_nonzero(mask) / max(mask.size, 1)
+    if jpeg:
+        warnings.warn(
+            f"Masks {listing(jpeg)} are JPEG: lossy compression leaves faint non-zero "
+            "pixels that read as foreground; save masks as PNG.",
+            stacklevel=3,
+        )
+    if not check_values or total == 0:
+        return
+    where = Path(folder) / "masks"
+    if constant == total and not (allow_empty and empty == total):
+        what = "empty (all background)" if empty == total else "a single value"
+        raise UsageError(
+            f"Every mask in {where} is {what}; the masks are probably wrong "
+            "(foreground must be > 0), check them or pass `check_masks=False`."
+        )
+    if inverted == total and foreground / total > 0.5:
+        raise UsageError(
+            f"The masks in {where} look inverted: foreground (> 0) covers "
+            f"{foreground / total:.0%} of their pixels and nearly all of their edges. Objects "
+            "must be > 0 and the background 0; invert the masks, or pass `check_masks=False` "
+            "if they are right."
+        )
+
+
+def _edge_share(mask):
+    """Share of a mask's edge pixels (first/last row and column) that are foreground."""
+    m = np.asarray(mask) > 0
+    if m.ndim != 2 or min(m.shape) < 3:
+        return float(m.mean()) if m.size else 0.0
+    edge = np.concatenate([m[0], m[-1], m[1:-1, 0], m[1:-1, -1]])
+    return float(edge.mean())
 
 
 def _separate_reused_ids(labels):

@@ -16,6 +16,7 @@ import numpy as np
 
 from ._tf import quiet_retracing
 from .count import AP_THRESHOLDS, label_spores, object_scores, relative_count_error
+from .data import check_mask_set
 from .errors import UsageError
 from .image import prepare_image
 from .io import find_pairs, read_counts, read_image, read_labels, read_mask
@@ -94,6 +95,8 @@ def iter_predictions(model, data_dir, tta=False, progress=False, limit=None):
     else:
         raise UsageError(f"model must be a keras.Model or a function, got {type(model).__name__}.")
     pairs = find_pairs(data_dir)[:limit]
+    check_mask_set(data_dir, ((pair.mask, read_mask(pair.mask)) for pair in pairs),
+                   allow_empty=True)
     for pair in tqdm(pairs, desc="predict", unit="image", disable=None if progress else True):
         raw = read_image(pair.image)
         truth = read_mask(pair.mask).astype(bool)
@@ -175,7 +178,7 @@ def evaluate(model, data_dir, threshold=0.5, tta=False, count=True, progress=Fal
         over images of :func:`unet.count.relative_count_error`). ``per_image`` rows.
     """
     data_dir = Path(data_dir)
-    truth_counts = read_counts(data_dir) if count else {}
+    truth_counts = read_counts(data_dir, [p.name for p in find_pairs(data_dir)]) if count else {}
     post = {k: v for k, v in (("min_area", min_area), ("h", split_h)) if v is not None}
     totals = np.zeros(4, dtype=np.int64)
     objects = np.zeros((3, len(AP_THRESHOLDS)), dtype=np.int64)  # tp, fp, fn

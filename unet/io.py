@@ -409,8 +409,16 @@ def check_data_dir(data_dir, splits=("train", "val")):
     return data_dir
 
 
-def read_counts(folder):
+def read_counts(folder, names=None):
     """True object counts of a data folder: ``counts.csv`` (name,count), else ``labels/``.
+
+    Parameters
+    ----------
+    folder : path
+        The data folder.
+    names : list of str, optional
+        The folder's image names: ``counts.csv`` rows that name no image, and images
+        without a row, are then reported in one warning each (they are not scored).
 
     Returns
     -------
@@ -424,15 +432,32 @@ def read_counts(folder):
     if table.exists():
         with table.open() as f:
             try:
-                return {row["name"]: int(row["count"]) for row in csv.DictReader(f)}
-            except (KeyError, ValueError):
+                counts = {row["name"]: int(row["count"]) for row in csv.DictReader(f)}
+            except (KeyError, ValueError, TypeError):
                 raise UsageError(
                     f"{table} must have the columns name,count with integer counts."
                 ) from None
+        if names is not None:
+            _warn_unmatched_counts(table, counts, names)
+        return counts
     labels_dir = folder / "labels"
     if labels_dir.is_dir():
         return {_stem(p): count_labels(read_labels(p)) for p in list_images(labels_dir)}
     return {}
+
+
+def _warn_unmatched_counts(table, counts, names):
+    names = set(names)
+    stray = sorted(set(counts) - names)
+    if stray:
+        warnings.warn(
+            f"{table} names {listing(stray)}, which match no image (names are file names "
+            "without the extension); those rows are ignored.", stacklevel=3)
+    missing = sorted(names - set(counts))
+    if missing:
+        warnings.warn(
+            f"{table} has no count for {listing(missing)}; their counts are not scored.",
+            stacklevel=3)
 
 
 def collect_images(inputs):

@@ -27,7 +27,7 @@ import numpy as np
 
 from .count import label_spores, relative_count_error
 from .evaluate import iter_predictions
-from .io import read_counts, write_csv, write_text
+from .io import find_pairs, read_counts, write_csv, write_text
 from .metrics import scores_from_counts
 
 #: Thresholds of the Dice curve, and the (fewer) ones where spores are counted.
@@ -90,7 +90,7 @@ def write_report(model, data_dir, report_dir, threshold=0.5, tta=False, overwrit
     from .render import display_image
 
     out = check_report_dir(report_dir, overwrite)
-    truth_counts = read_counts(data_dir)
+    truth_counts = read_counts(data_dir, [p.name for p in find_pairs(data_dir)])
     totals = np.zeros((len(THRESHOLDS), 4), np.int64)
     counted, rows, kept, true_sizes, pred_sizes = [], [], [], [], []
     for item in iter_predictions(model, data_dir, tta=tta, progress=progress):

@@ -20,7 +20,7 @@ from .augment import Augmentation
 from .calibrate import calibrate_postprocessing
 from .devices import PRECISIONS, STRATEGIES, make_strategy, resolve_precision  # noqa: F401
 from .errors import NaNLossError, UsageError
-from .io import atomic_path, check_data_dir, folder_lock, read_counts
+from .io import atomic_path, check_data_dir, folder_lock, listing, read_counts
 from .predict import predict_many
 from .run import Config, load_run, prepare_run_dir, read_history  # noqa: F401  (public here too)
 
@@ -288,6 +288,10 @@ def _calibrate(config, out_dir, val_set, val_dir):
         found = read_counts(val_dir)
         if found and all(name in found for name in val_set.names):
             counts = [found[name] for name in val_set.names]
+        elif found:
+            missing = [name for name in val_set.names if name not in found]
+            return config, (f"calibration skipped: counts.csv of the validation split has "
+                            f"no count for {listing(missing)}; kept {kept}")
         else:
             return config, (f"calibration skipped: the validation split has no instance "
                             f"labels or counts; kept {kept}")
