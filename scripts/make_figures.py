@@ -136,7 +136,7 @@ def predict_outputs(window=(150, 150, 220)):
 FIGURES = {
     "spore_samples.png": plot.spore_samples,
     "spore_field.png": plot.spore_field,
-    # concept figures (notebooks 01-04)
+    # concept figures (notebooks 01-05)
     "convolution.png": plot.convolution_step,
     "pooling.png": plot.pooling_example,
     "transposed_convolution.png": plot.transposed_convolution_steps,

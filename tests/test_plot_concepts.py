@@ -1,4 +1,4 @@
-"""The concept figures of notebooks 01-04 show correct numbers (checked independently)."""
+"""The concept figures of notebooks 01-05 show correct numbers (checked independently)."""
 
 import re
 

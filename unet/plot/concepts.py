@@ -1,4 +1,4 @@
-"""Concept figures of notebooks 01-04 and 07: convolution, pooling, transposed convolution,
+"""Concept figures of notebooks 01-05 and 10: convolution, pooling, transposed convolution,
 skip connections, the U-Net diagram and overlap tiles.
 
 The numbers they show are computed here with NumPy, so a figure can never disagree

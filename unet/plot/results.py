@@ -1,7 +1,7 @@
 """Figures of data and results: spore samples, training curves, image grids, predictions,
 counted fields, size histograms, method comparisons.
 
-They take arrays and dicts (the spore samples also a data folder), so notebooks 05-07,
+They take arrays and dicts (the spore samples also a data folder), so notebooks 06-10,
 ``make figures`` and the demo report draw the same pictures. matplotlib is imported
 inside the functions.
 """
@@ -290,7 +290,7 @@ def image_grid(panels, titles=None, kinds=None, outlines=None, columns=None, siz
 
 # --- results ---
 # Figures of a trained model's output. They take arrays and dicts (never file paths),
-# so notebooks 06-07, `make figures` and the demo report draw the same pictures.
+# so notebooks 08-10, `make figures` and the demo report draw the same pictures.
 def prediction_strip(images, truths, predictions, names=None, threshold=0.5, errors=True,
                      size=1.7, title=None):
     """Rows of image | truth | prediction (| errors), each row titled with its Dice.
