@@ -14,7 +14,18 @@ Each measurement runs in its own Python process (``ru_maxrss`` of that process):
   whole image at once are estimated from the layer shapes (:func:`unet.shape_trace`):
   overlap-tiling must need far less.
 
-Writes benchmarks/results/memory.json.
+With ``--predict-sizes 4096 8192 ...`` it measures instead the whole ``predict`` of one
+large image file per size (``unet.batch.predict_images`` with the shipped spore model, as
+``python -m unet predict IMAGE --out OUT`` runs it: read, normalise, tile, count, write
+every output), each in its own process, and prints per size the peak RSS, the seconds and
+what :func:`unet.batch.predict_memory` estimated before reading the pixels (plus the
+RSS with the model loaded, to compare with the peak). The image is
+a mosaic of the generated dish fields (``data/spores/fields``), mirrored so that no seam
+cuts a spore, saved as an uncompressed TIFF (``--predict-format tif``) or a PNG (``png``).
+
+    python benchmarks/memory.py --predict-sizes 4096 8192 12000 [--predict-format tif]
+
+Writes benchmarks/results/memory.json (``memory_predict.json`` with ``--predict-sizes``).
 """
 
 from __future__ import annotations
@@ -80,6 +91,81 @@ def child(kind, args):
     print(json.dumps(out, default=str))
 
 
+def mosaic(size, fields_dir):
+    """A ``size``^2 RGB image tiled from the dish fields, mirrored at every seam (uint8)."""
+    import numpy as np
+
+    from unet.io import read_image
+
+    field = read_image(sorted(Path(fields_dir).glob("*.png"))[0])[..., :3]
+    block = np.concatenate([field, field[::-1]], axis=0)
+    block = np.concatenate([block, block[:, ::-1]], axis=1)
+    reps = -(-size // block.shape[0])
+    row = np.concatenate([block] * reps, axis=1)[:, :size]
+    return np.concatenate([row] * reps, axis=0)[:size]
+
+
+def predict_file_child(path):
+    """``predict`` of one image file in this (fresh) process; print one JSON line."""
+    from unet import batch, io
+    from unet.batch import predict_images
+    from unet.run import load_run
+
+    out = {"kind": "predict-file", "file_mb": Path(path).stat().st_size / MB}
+    start = time.perf_counter()
+    model = load_run("spores")[0]
+    out["rss_after_model_mb"] = peak_rss_mb()
+    if hasattr(batch, "predict_memory"):  # what predict's up-front check expects
+        out["estimate_mb"] = out["rss_after_model_mb"] + batch.predict_memory(path) / MB
+        out["available_mb"] = io.available_memory() / MB
+    with tempfile.TemporaryDirectory() as tmp:
+        counts = predict_images(model, [path], Path(tmp) / "out")
+    out["count"] = counts[0][1]
+    out["seconds"] = time.perf_counter() - start
+    out["peak_rss_mb"] = peak_rss_mb()
+    print(json.dumps(out, default=str))
+
+
+def predict_sizes(args):
+    """The ``--predict-sizes`` mode: one process per size, each predicting one file."""
+    import numpy as np
+    from PIL import Image
+
+    import tifffile
+
+    result = {"machine": machine(), "format": args.predict_format, "runs": []}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.predict_sizes:
+            path = Path(tmp) / f"mosaic_{size}.{args.predict_format}"
+            image = mosaic(size, Path(args.data) / "fields" / "images")
+            if args.predict_format == "png":
+                Image.MAX_IMAGE_PIXELS = None
+                Image.fromarray(image).save(path, compress_level=1)
+            else:
+                tifffile.imwrite(path, image, photometric="rgb")
+            del image
+            done = subprocess.run([sys.executable, __file__, "--predict-file", str(path)],
+                                  capture_output=True, text=True, check=False)
+            path.unlink()
+            if done.returncode:
+                lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+                run = {"size": size, "error": lines[-1] if lines else f"exit {done.returncode}"}
+                print(f"{size}^2: failed: {run['error']}", flush=True)
+                rows.append((f"{size}^2", "-", "-", "-", run["error"][:90]))
+            else:
+                run = dict(json.loads(done.stdout.strip().splitlines()[-1]), size=size)
+                est = f"{run['estimate_mb']:.0f}" if "estimate_mb" in run else "-"
+                print(f"{size}^2: peak RSS {run['peak_rss_mb']:.0f} MB, {run['seconds']:.0f} s, "
+                      f"estimate {est} MB", flush=True)
+                rows.append((f"{size}^2", f"{run['peak_rss_mb']:.0f}", f"{run['seconds']:.0f}",
+                             est, str(run["count"])))
+            result["runs"].append(run)
+    print(table(rows, ("image", "peak RSS MB", "seconds", "estimate MB", "spores")))
+    write_result("memory_predict", result)
+    return result
+
+
 def whole_image_activations_mb(size, config, bytes_per_value=4):
     """Activations of one forward pass over the whole (mirror-padded) image at once, MB."""
     from unet import input_size_for_output, shape_trace
@@ -101,10 +187,19 @@ def main(argv=None):
                         help="tiles per model call when predicting (predict_tiled's default)")
     parser.add_argument("--only", default="baseline,train,predict",
                         help="comma list of baseline, train, predict")
+    parser.add_argument("--predict-sizes", type=int, nargs="+", metavar="SIZE",
+                        help="instead: predict one SIZE^2 image file per size (whole predict)")
+    parser.add_argument("--predict-format", choices=("tif", "png"), default="tif",
+                        help="file format of --predict-sizes images (tif)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--predict-file", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return child(args.child, args)
+    if args.predict_file:
+        return predict_file_child(args.predict_file)
+    if args.predict_sizes:
+        return predict_sizes(args)
 
     from unet.train import Config
 

@@ -2,6 +2,7 @@
 
 import csv
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -153,3 +154,55 @@ def test_a_blank_or_saturated_frame_gives_no_spores_and_a_warning(tmp_path, mode
         counts = predict_images(model, [frames], tmp_path / "out")
     assert sorted(counts) == [("blank", 0), ("saturated", 0)]
     assert not np.asarray(Image.open(tmp_path / "out" / "blank_mask.png")).any()
+
+
+def test_an_image_predict_could_not_fit_is_refused_before_anything_is_written(
+        tmp_path, model, sample_dir, monkeypatch):
+    import unet.batch
+
+    image = sorted((sample_dir / "test" / "images").glob("*.png"))[0]
+    width, height = Image.open(image).size
+    need = unet.batch.predict_memory(image)
+    assert need > unet.batch.PREDICT_FIXED_BYTES + width * height * unet.batch.PREDICT_BYTES_PER_PIXEL
+    monkeypatch.setattr(unet.batch, "available_memory", lambda: need - 1)
+    with pytest.raises(UsageError) as error:
+        predict_images(model, [image], tmp_path / "out")
+    message = str(error.value)
+    assert "\n" not in message and str(image) in message and f"{width} x {height}" in message
+    assert f"{need / 2**30:.1f} GB" in message and "smaller files" in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_cli_refuses_an_image_too_large_with_one_line(tmp_path, trained_run, sample_dir,
+                                                          monkeypatch, capsys):
+    import unet.batch
+    from unet.cli import main
+
+    image = sorted((sample_dir / "test" / "images").glob("*.png"))[0]
+    monkeypatch.setattr(unet.batch, "available_memory", lambda: 64 << 20)
+    assert main(["predict", "--model", str(trained_run[0]), str(image), "--out",
+                 str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "64.0 MB" in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_images_too_large_to_overlap_are_predicted_one_at_a_time_alike(tmp_path, model,
+                                                                       sample_dir, monkeypatch):
+    import unet.batch
+
+    images = sorted((sample_dir / "test" / "images").glob("*.png"))
+    serial = predict_images(model, images, tmp_path / "a", workers=0)
+    need = max(unet.batch.predict_memory(p) for p in images)
+    monkeypatch.setattr(unet.batch, "available_memory", lambda: 2 * need)  # fits alone only
+    threads, read = [], unet.batch._read
+
+    def spy(*args):
+        threads.append(threading.current_thread().name)
+        return read(*args)
+
+    monkeypatch.setattr(unet.batch, "_read", spy)
+    assert predict_images(model, images, tmp_path / "b", workers=2) == serial
+    assert threads == ["MainThread"] * len(images)  # nothing read ahead
+    for name in ("spores.csv", "summary.csv"):
+        assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()

@@ -13,6 +13,13 @@ image while the model predicts the current one, and a small pool counts, measure
 writes the images already predicted. Both are bounded (one image read ahead, at most
 ``workers`` + 1 images waiting to be written), so memory stays that of a few images.
 The model itself runs in the calling thread only.
+
+Memory grows with the image: counting (distance map, watershed, measurements) works on
+whole-image arrays. So before anything is read or written, each image's need is
+estimated from its header (:func:`predict_memory`) and an image that would not fit in
+the memory available now is refused with one line saying how much it would need. An
+image too large to share memory with the next ones is read, predicted and written on
+its own, without the overlap.
 """
 
 from __future__ import annotations
@@ -26,13 +33,13 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from .count import MIN_AREA, count_spores
+from .count import MIN_AREA, label_spores, measure_spores
 from .errors import UsageError
 from .image import prepare_image, to_channels
 from .imagefile import (check_channels, check_image_channels, check_pixel_size, pixel_size_for,
                         read_image_channels)
-from .io import (IMAGE_EXTENSIONS, check_image_file, collect_images, folder_lock, list_images,
-                 save_png, write_csv)
+from .io import (IMAGE_EXTENSIONS, available_memory, check_image_file, check_memory,
+                 collect_images, folder_lock, image_header, list_images, save_png, write_csv)
 from .model import model_geometry
 from .outputs import (check_areas, report_spores, spore_columns, table_rows, write_labels_tiff,
                       write_probability_tiff, write_rois)
@@ -46,11 +53,44 @@ SUMMARY_COLUMNS = ("image", "count", "touching_border", "above_max_area", "pixel
                    "pixel_size_source")
 
 
+#: Bytes per image pixel that ``predict`` holds at its peak beyond the decoded image,
+#: and the bytes it needs whatever the size (a batch of the largest tiles through the
+#: model, buffers): measured with the shipped spore model (RGB, 3 channels, default
+#: tiles and batch size 2) on 2048², 4096² and 8192² RGB images by
+#: ``benchmarks/memory.py --predict-sizes`` (table in ``benchmarks/README.md``), peak
+#: RSS minus the RSS with the model loaded, fitted by a line through the two largest
+#: sizes and rounded up.
+PREDICT_BYTES_PER_PIXEL = 70
+PREDICT_FIXED_BYTES = 1100 << 20
+
+
+def predict_memory(header):
+    """Bytes ``predict`` needs for one image beyond the loaded model (an estimate).
+
+    Parameters
+    ----------
+    header : path or ((int, int), int, int)
+        An image file, or its :func:`unet.io.image_header`.
+
+    Returns
+    -------
+    int
+        :data:`PREDICT_FIXED_BYTES` + pixels x (:data:`PREDICT_BYTES_PER_PIXEL` + the
+        decoded image's bytes per pixel). For the default tiles and batch size; larger
+        tiles or batches need more.
+    """
+    if not isinstance(header, tuple):
+        header = image_header(header)
+    (height, width), samples, nbytes = header
+    return int(PREDICT_FIXED_BYTES + height * width * (PREDICT_BYTES_PER_PIXEL + samples * nbytes))
+
+
 @dataclass(frozen=True)
 class _Input:
     path: Path
     name: str  # the image's name in the tables: its stem, or relative path without suffix
     pixel_size: object
+    need: int = 0  # bytes predict needs for it (predict_memory)
 
 
 def _tree(folder):
@@ -213,10 +253,18 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
     if tile is not None:  # a bad tile fails here, before anything is written
         plan_tiles((1, 1), geometry.depth, geometry.padding, tile)
     items = []
+    available = available_memory()
     for path, name in _collect(inputs, recursive):  # fail on a broken input first
         check_image_file(path)
         check_image_channels(path, channel)
-        items.append(_Input(path, name, pixel_size_for(path, pixel_size)))
+        header = image_header(path)
+        need = predict_memory(header)
+        check_memory(path, header[0], need, "predicting it", "free memory, or cut the image "
+                     "into smaller files (with overlap, if spores cross the cuts).", available)
+        items.append(_Input(path, name, pixel_size_for(path, pixel_size), need))
+    # An image that could not share the memory with the next ones goes on its own.
+    alone = [available is not None and i.need * (max(1, workers) + 2) > available
+             for i in items]
     with folder_lock(out_dir, "out_dir"):  # one process per output folder
         kinds = dict(IMAGE_OUTPUTS, **({"prob": ".tif"} if probability else {}))
         out = _output_dir(out_dir, [i.name for i in items], kinds, overwrite)
@@ -225,21 +273,21 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
 
         def finish(item, raw, prob):
             """Count, measure and write one predicted image (any thread)."""
-            spores = count_spores(prob, threshold, intensity_image=to_channels(raw, 1),
-                                  min_area=min_area, h=split_h)
-            reported = report_spores(spores.labels, spores.table, item.pixel_size,
+            # count_spores' two steps, the gray image made only for the measurements
+            labels = label_spores(prob, threshold, min_area, h=split_h)
+            table = measure_spores(labels, to_channels(raw, 1))
+            reported = report_spores(labels, table, item.pixel_size,
                                      exclude_border=exclude_border, max_area=max_area)
             folder, stem = (out / item.name).parent, (out / item.name).name
             save_png((np.asarray(prob) > threshold).astype(np.uint8) * 255,
                      folder / f"{stem}_mask.png")
-            shown = reported.relabel(spores.labels)
-            dropped = (spores.labels > 0) & (shown == 0) if reported.lut is not None else None
+            shown = reported.relabel(labels)
+            dropped = (labels > 0) & (shown == 0) if reported.lut is not None else None
             table = reported.table
             save_png(id_overlay(raw, shown, np.c_[table["centroid_y_px"], table["centroid_x_px"]],
                                 table["id"], excluded=dropped), folder / f"{stem}_overlay.png")
-            write_labels_tiff(folder / f"{stem}_labels.tif", spores.labels, reported,
-                              item.pixel_size)
-            write_rois(folder / f"{stem}_rois.zip", spores.labels, reported)
+            write_labels_tiff(folder / f"{stem}_labels.tif", labels, reported, item.pixel_size)
+            write_rois(folder / f"{stem}_rois.zip", labels, reported)
             if probability:
                 write_probability_tiff(folder / f"{stem}_prob.tif", prob, item.pixel_size)
             size = item.pixel_size
@@ -253,11 +301,16 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
         with ThreadPoolExecutor(1, thread_name_prefix="unet-read") as reader, \
                 ThreadPoolExecutor(max(1, workers), thread_name_prefix="unet-write") as writer:
             pending = deque()  # futures of `finish`, in input order
-            ahead = reader.submit(_read, items[0], channel, geometry.channels) if items else None
+            ahead = None  # the next image, read while this one is predicted
             for k, item in enumerate(items):
-                raw, prepared = ahead.result()
+                if alone[k]:  # the images before it finish first
+                    while pending:
+                        results.append(pending.popleft().result())
+                        bar.update()
+                raw, prepared = (ahead.result() if ahead is not None
+                                 else _read(item, channel, geometry.channels))
                 ahead = (reader.submit(_read, items[k + 1], channel, geometry.channels)
-                         if k + 1 < len(items) else None)
+                         if k + 1 < len(items) and not (alone[k] or alone[k + 1]) else None)
                 if raw.size and raw.min() == raw.max():  # blank or saturated: nothing to see
                     warnings.warn(f"{item.path} has the same value in every pixel (a blank or "
                                   "saturated frame?): no spores counted in it.", stacklevel=2)
@@ -266,11 +319,13 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
                     prob = predict_tiled(model, prepared, tile=tile, batch_size=batch_size,
                                          tta=tta)
                 del prepared
-                if not workers:
+                if not workers or alone[k]:
                     results.append(finish(item, raw, prob))
+                    del raw, prob  # not held while the next image is read
                     bar.update()
                     continue
                 pending.append(writer.submit(finish, item, raw, prob))
+                del raw, prob
                 while len(pending) > workers or (pending and pending[0].done()):
                     results.append(pending.popleft().result())
                     bar.update()

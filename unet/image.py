@@ -78,13 +78,57 @@ def to_channels(image, channels):
     )
 
 
+#: Pixels the normalisation percentiles are computed from: images with more pixels are
+#: sampled on a regular grid of about this many (every k-th row and column), so the
+#: percentiles cost memory and time for 4 megapixels whatever the image's size. Smaller
+#: images (all training crops and tiles) use every pixel, exactly as before.
+PERCENTILE_SAMPLE = 1 << 22
+
+
+def percentile_sample(image, size=PERCENTILE_SAMPLE):
+    """The pixels percentiles are computed from: ``image`` itself when it has at most
+    ``size`` pixels, else every k-th row and column of it (k the smallest step that leaves
+    at most ``size`` pixels; a view, no copy)."""
+    image = np.asarray(image)
+    if image.ndim < 2:
+        return image
+    pixels = image.shape[0] * image.shape[1]
+    if pixels <= size:
+        return image
+    step = int(np.ceil(np.sqrt(pixels / size)))
+    while -(-image.shape[0] // step) * -(-image.shape[1] // step) > size:
+        step += 1
+    return image[::step, ::step]
+
+
+def normalization_range(image, low=1.0, high=99.8):
+    """``(lo, hi)``: the values :func:`normalize` maps to 0 and 1 (see there).
+
+    The percentiles come from :func:`percentile_sample` (every pixel of an image of at
+    most :data:`PERCENTILE_SAMPLE` pixels); the minimum and maximum, used when the two
+    percentiles are equal, from every pixel.
+    """
+    if not 0 <= low < high <= 100:
+        raise UsageError(f"Need 0 <= `low` < `high` <= 100, got low={low}, high={high}.")
+    image = np.asarray(image)
+    sample = np.asarray(percentile_sample(image), dtype=np.float32)
+    lo, hi = (float(v) for v in np.percentile(sample, [low, high]))
+    if not hi > lo:
+        # of the float32 values, as the result is computed (rounding keeps the order)
+        lo, hi = float(np.float32(np.min(image))), float(np.float32(np.max(image)))
+    return lo, hi
+
+
 def normalize(image, low=1.0, high=99.8, clip=False):
     """Percentile normalisation of one image over all its channels.
 
     ``(x - p_low) / (p_high - p_low)`` in float32, as in CSBDeep/StarDist, so 8-bit,
     16-bit and float images all land on roughly [0, 1]. If the two percentiles are
     equal (a nearly constant image) the minimum and maximum are used instead; a
-    constant image becomes all zeros.
+    constant image becomes all zeros. Images of more than :data:`PERCENTILE_SAMPLE`
+    pixels take their percentiles from a regular grid of that many pixels
+    (:func:`normalization_range`); the result is computed in place in one float32 array
+    (the input is never changed).
 
     Parameters
     ----------
@@ -100,17 +144,14 @@ def normalize(image, low=1.0, high=99.8, clip=False):
     numpy.ndarray
         float32, same shape.
     """
-    if not 0 <= low < high <= 100:
-        raise UsageError(f"Need 0 <= `low` < `high` <= 100, got low={low}, high={high}.")
-    x = np.asarray(image, dtype=np.float32)
-    lo, hi = np.percentile(x, [low, high])
-    if not hi > lo:
-        lo, hi = float(x.min()), float(x.max())
+    image = np.asarray(image)
+    lo, hi = normalization_range(image, low, high)
     scale = hi - lo if hi > lo else 1.0
-    x = (x - np.float32(lo)) / np.float32(scale)
-    return np.clip(x, 0.0, 1.0) if clip else x
-
-
+    x = np.subtract(image, np.float32(lo), dtype=np.float32)  # one new float32 array
+    x /= np.float32(scale)
+    if clip:
+        np.clip(x, 0.0, 1.0, out=x)
+    return x
 
 
 def prepare_image(image, channels=3, low=1.0, high=99.8):

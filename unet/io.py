@@ -21,6 +21,13 @@ Decisions worth knowing:
   them, so masks, labels and centroids refer to the image a person sees.
 * Pixels that are NaN or infinite (float TIFFs) are refused with their number: one of
   them would otherwise turn every percentile, and so the whole image, into NaN.
+* Size alone is judged by memory, not by Pillow's decompression-bomb guard: Pillow's
+  pixel limit (``Image.MAX_IMAGE_PIXELS``, about 179 megapixels before it refuses) is
+  lifted while this module opens a file, and instead an image whose decoded pixels would
+  not fit in the memory available now (:func:`available_memory`) is refused, from its
+  header and before decoding, with one line saying how much it would need
+  (:func:`check_decoded_size`). ``predict`` checks its whole path the same way
+  (:func:`unet.batch.predict_memory`).
 * Every file the package writes goes to a temporary name in the same folder first
   and is renamed into place (:func:`atomic_path`), so a crash never leaves a
   half-written file under the real name.
@@ -30,9 +37,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import math
 import os
 import secrets
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -71,6 +80,159 @@ def _check_exists(path):
         raise IsADirectoryError(f"{path} is a folder, not an image file.")
 
 
+# --------------------------------------------------------------------------------------
+# Image size against memory
+# --------------------------------------------------------------------------------------
+_PIL_LIMIT = threading.Lock()
+#: Bytes per sample of the PIL modes that are not 8-bit.
+_PIL_MODE_BYTES = {"I;16": 2, "I;16B": 2, "I;16L": 2, "I": 4, "F": 4}
+
+
+@contextlib.contextmanager
+def open_pil(path):
+    """``PIL.Image.open`` without Pillow's pixel limit (see the module notes).
+
+    The limit is a process-wide setting, so it is lifted only while the header is parsed
+    (Pillow checks it there) and under a lock, then restored.
+    """
+    from PIL import Image
+
+    with _PIL_LIMIT:
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            im = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+    with im:
+        yield im
+
+
+def _tiff_header(path):
+    """``((height, width), samples per pixel, bytes per sample)`` of a TIFF's image."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        shape, dtype, axes = series.shape, series.dtype, series.axes
+    height = shape[axes.index("Y")] if "Y" in axes else shape[-2]
+    width = shape[axes.index("X")] if "X" in axes else shape[-1]
+    samples = max(1, math.prod(int(n) for n in shape) // max(1, height * width))
+    return (int(height), int(width)), samples, dtype.itemsize
+
+
+def image_header(path):
+    """What an image file's header says, without decoding its pixels.
+
+    Returns
+    -------
+    ((int, int), int, int)
+        ``((height, width), samples per pixel, bytes per sample)`` as read: palette images
+        count as the RGB(A) they become, a TIFF's planes as samples. Height and width are
+        as stored (an EXIF rotation may swap them; the pixel count stays).
+
+    Raises
+    ------
+    FileNotFoundError, IsADirectoryError, UsageError
+        As :func:`check_image_file`.
+    """
+    path = Path(path)
+    _check_exists(path)
+    try:
+        if path.suffix.lower() in _TIFF:
+            return _tiff_header(path)
+        with open_pil(path) as im:
+            width, height = im.size
+            mode = im.mode
+            bands = len(im.getbands())
+            if mode == "P":
+                bands = 4 if "transparency" in im.info else 3
+            return (int(height), int(width)), bands, _PIL_MODE_BYTES.get(mode, 1)
+    except Exception as error:
+        raise _unreadable(path, error) from None
+
+
+def available_memory():
+    """Bytes of memory this process may still use, or ``None`` when unknown.
+
+    Linux's ``MemAvailable`` (free memory plus what the kernel can reclaim, e.g. file
+    caches), lowered to the room left under a cgroup (container) limit when there is
+    one; elsewhere the free physical pages (``os.sysconf``).
+    """
+    found = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found = int(line.split()[1]) * 1024
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    try:  # cgroup v2: the container's limit minus what it uses
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            room = max(0, int(limit) - used)
+            found = room if found is None else min(found, room)
+    except (OSError, ValueError):
+        pass
+    if found is None:
+        try:
+            found = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            return None
+    return found
+
+
+def format_bytes(n):
+    """``1.2 GB``-style size (powers of 1024)."""
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit in ("bytes", "KB") else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"  # pragma: no cover  (unreachable)
+
+
+def check_memory(path, shape, need, what, advice, available=None):
+    """Refuse with one line when ``need`` bytes exceed the memory available now.
+
+    Parameters
+    ----------
+    path : path
+        The image, named in the message.
+    shape : (int, int)
+        Its height and width, named in the message.
+    need : int
+        Bytes the work would take.
+    what : str
+        The work, e.g. ``"decoding it"``.
+    advice : str
+        What to do instead, ends the message.
+    available : int, optional
+        Bytes available (default :func:`available_memory`); when unknown nothing is
+        refused.
+    """
+    available = available_memory() if available is None else available
+    if available is not None and need > available:
+        raise UsageError(
+            f"{path} is {shape[1]} x {shape[0]} pixels; {what} would need about "
+            f"{format_bytes(need)} of memory but only {format_bytes(available)} is available; "
+            f"{advice}")
+
+
+def check_decoded_size(path, header=None):
+    """Refuse an image whose decoded pixels alone would not fit in memory (header only).
+
+    Returns
+    -------
+    ((int, int), int, int)
+        The :func:`image_header`.
+    """
+    header = image_header(path) if header is None else header
+    (height, width), samples, nbytes = header
+    check_memory(path, (height, width), height * width * samples * nbytes, "decoding it",
+                 "free memory, or cut the image into smaller files.")
+    return header
+
+
 def check_image_file(path):
     """Check that a file exists and opens as an image, reading only its header.
 
@@ -91,9 +253,7 @@ def check_image_file(path):
             with tifffile.TiffFile(path) as tif:
                 tif.pages[0].shape  # noqa: B018  (parses the first page's header)
         else:
-            from PIL import Image
-
-            with Image.open(path) as im:
+            with open_pil(path) as im:
                 im.size  # noqa: B018
     except Exception as error:
         raise _unreadable(path, error) from None
@@ -101,7 +261,7 @@ def check_image_file(path):
 
 def _read_raw(path, palette_as_index=False):
     path = Path(path)
-    _check_exists(path)
+    check_decoded_size(path)  # also: does the file exist, does its header parse
     axes = ""  # TIFF axes as tifffile names them (Y, X, S = samples, C = channels, ...)
     try:
         if path.suffix.lower() in _TIFF:
@@ -112,9 +272,9 @@ def _read_raw(path, palette_as_index=False):
                 series = tif.series[0]
                 array, axes = np.asarray(series.asarray()), series.axes
         else:
-            from PIL import Image, ImageOps
+            from PIL import ImageOps
 
-            with Image.open(path) as im:
+            with open_pil(path) as im:
                 im.load()
                 im = ImageOps.exif_transpose(im)
                 if im.mode == "P" and not palette_as_index:

@@ -1,0 +1,96 @@
+"""Images of any size: Pillow's pixel limit, the up-front memory check, sampled percentiles."""
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import unet.io
+from unet.errors import UsageError
+from unet.image import PERCENTILE_SAMPLE, normalization_range, normalize, percentile_sample
+from unet.io import check_image_file, image_header, read_image, read_mask
+
+
+def huge_png(path, width=20000, height=20000):
+    """A tiny PNG whose header claims ``width x height`` pixels (IHDR patched, CRC fixed)."""
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_size_alone_is_not_refused_by_pillows_bomb_guard(tmp_path):
+    path = huge_png(tmp_path / "big.png")
+    limit = Image.MAX_IMAGE_PIXELS
+    check_image_file(path)  # 400 megapixels: Pillow alone raises DecompressionBombError
+    assert image_header(path) == ((20000, 20000), 3, 1)
+    assert Image.MAX_IMAGE_PIXELS == limit  # lifted only while the header was parsed
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(path)
+    with pytest.raises(UsageError) as error:  # its pixel data is missing: a broken file
+        read_image(path)
+    assert "DecompressionBomb" not in str(error.value)
+
+
+def test_an_image_that_cannot_fit_is_refused_from_its_header(tmp_path, monkeypatch):
+    path = huge_png(tmp_path / "big.png")
+    monkeypatch.setattr(unet.io, "available_memory", lambda: 512 << 20)
+    for read in (read_image, read_mask):
+        with pytest.raises(UsageError) as error:
+            read(path)
+        message = str(error.value)
+        assert "\n" not in message and str(path) in message and "20000 x 20000" in message
+        assert "1.1 GB" in message and "512.0 MB" in message  # 20000² RGB bytes, available
+    small = tmp_path / "small.png"
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(small)
+    assert read_image(small).shape == (30, 40)
+
+
+def test_available_memory_is_a_positive_number_of_bytes():
+    available = unet.io.available_memory()
+    assert available is None or available > 0
+
+
+def test_header_counts_tiff_samples_and_16_bit(tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((30, 40, 3), np.uint16), photometric="rgb")
+    assert image_header(tmp_path / "a.tif") == ((30, 40), 3, 2)
+    tifffile.imwrite(tmp_path / "b.tif", np.zeros((2, 30, 40), np.float32),
+                     metadata={"axes": "CYX"})
+    assert image_header(tmp_path / "b.tif") == ((30, 40), 2, 4)
+
+
+def gradient_image(height, width, seed=0):
+    """A 16-bit image whose brightness changes from top to bottom, with noise."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(100, 3000, height)[:, None]
+    return (ramp + rng.gamma(2.0, 200.0, (height, width))).astype(np.uint16)
+
+
+def test_percentiles_of_a_large_image_come_from_a_sample_close_to_all_pixels():
+    image = gradient_image(2500, 2000)  # 5 megapixels > PERCENTILE_SAMPLE
+    sample = percentile_sample(image)
+    assert sample.size <= PERCENTILE_SAMPLE < image.size
+    full = np.percentile(image.astype(np.float32), [1.0, 99.8])
+    lo, hi = normalization_range(image)
+    assert abs(lo - full[0]) < 0.005 * (full[1] - full[0])
+    assert abs(hi - full[1]) < 0.005 * (full[1] - full[0])
+    np.testing.assert_allclose(normalize(image), (image - np.float32(lo)) / np.float32(hi - lo),
+                               rtol=1e-6)
+
+
+def test_percentiles_of_a_small_image_use_every_pixel():
+    image = gradient_image(300, 200).astype(np.float32)
+    before = image.copy()
+    assert percentile_sample(image) is image
+    lo, hi = np.percentile(image, [1.0, 99.8])
+    out = normalize(image)
+    np.testing.assert_array_equal(out, (image - np.float32(lo)) / np.float32(hi - lo))
+    np.testing.assert_array_equal(image, before)  # computed in a new array, never in place
+    assert out.dtype == np.float32
