@@ -94,3 +94,17 @@ def test_percentiles_of_a_small_image_use_every_pixel():
     np.testing.assert_array_equal(out, (image - np.float32(lo)) / np.float32(hi - lo))
     np.testing.assert_array_equal(image, before)  # computed in a new array, never in place
     assert out.dtype == np.float32
+
+
+def test_a_tiff_that_cannot_fit_is_refused_before_its_pixels_are_read(tmp_path, monkeypatch):
+    import tifffile
+
+    from unet.imagefile import read_image_channels
+
+    path = tmp_path / "big.tif"
+    tifffile.imwrite(path, shape=(10000, 12000, 3), dtype=np.uint8, photometric="rgb")  # empty
+    monkeypatch.setattr(unet.io, "available_memory", lambda: 100 << 20)
+    for read in (read_image, read_image_channels):
+        with pytest.raises(UsageError, match=r"big.tif is 12000 x 10000 pixels; decoding it "
+                                             r"would need about 343.3 MB"):
+            read(path)

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UsageError
-from .io import _TIFF, check_decoded_size, check_finite, check_single_image, read_image
+from .io import (_TIFF, _series_header, check_decoded_size, check_finite, check_single_image,
+                 read_image)
 
 #: Micrometres per unit, for the unit names ImageJ and OME write.
 _MICRONS = {
@@ -197,12 +198,12 @@ def _tiff_channels(path, header_only=False, channel=None):
     """
     import tifffile
 
-    if not header_only:
-        check_decoded_size(path)  # refused from the header when the pixels cannot fit
     try:
         with tifffile.TiffFile(path) as tif:
             check_single_image(path, tif)
             series = tif.series[0]
+            if not header_only:  # refused from the header when the pixels cannot fit
+                check_decoded_size(path, _series_header(series))
             array = (np.broadcast_to(np.zeros((), series.dtype), series.shape) if header_only
                      else np.asarray(series.asarray()))
             axes = series.axes

@@ -107,17 +107,22 @@ def open_pil(path):
         yield im
 
 
-def _tiff_header(path):
-    """``((height, width), samples per pixel, bytes per sample)`` of a TIFF's image."""
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        series = tif.series[0]
-        shape, dtype, axes = series.shape, series.dtype, series.axes
+def _series_header(series):
+    """``((height, width), samples per pixel, bytes per sample)`` of a tifffile series."""
+    shape, axes = series.shape, series.axes
     height = shape[axes.index("Y")] if "Y" in axes else shape[-2]
     width = shape[axes.index("X")] if "X" in axes else shape[-1]
     samples = max(1, math.prod(int(n) for n in shape) // max(1, height * width))
-    return (int(height), int(width)), samples, dtype.itemsize
+    return (int(height), int(width)), samples, series.dtype.itemsize
+
+
+def _pil_header(im):
+    """The same for an opened PIL image (palette images as the RGB(A) they become)."""
+    width, height = im.size
+    bands = len(im.getbands())
+    if im.mode == "P":
+        bands = 4 if "transparency" in im.info else 3
+    return (int(height), int(width)), bands, _PIL_MODE_BYTES.get(im.mode, 1)
 
 
 def image_header(path):
@@ -139,14 +144,12 @@ def image_header(path):
     _check_exists(path)
     try:
         if path.suffix.lower() in _TIFF:
-            return _tiff_header(path)
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                return _series_header(tif.series[0])
         with open_pil(path) as im:
-            width, height = im.size
-            mode = im.mode
-            bands = len(im.getbands())
-            if mode == "P":
-                bands = 4 if "transparency" in im.info else 3
-            return (int(height), int(width)), bands, _PIL_MODE_BYTES.get(mode, 1)
+            return _pil_header(im)
     except Exception as error:
         raise _unreadable(path, error) from None
 
@@ -218,19 +221,26 @@ def check_memory(path, shape, need, what, advice, available=None):
             f"{advice}")
 
 
-def check_decoded_size(path, header=None):
-    """Refuse an image whose decoded pixels alone would not fit in memory (header only).
+#: Decoded images smaller than this are not checked against the available memory.
+_SMALL_IMAGE_BYTES = 256 << 20
 
-    Returns
-    -------
-    ((int, int), int, int)
-        The :func:`image_header`.
+
+def check_decoded_size(path, header):
+    """Refuse an image whose decoded pixels alone would not fit in memory.
+
+    Parameters
+    ----------
+    path : path
+    header : ((int, int), int, int)
+        Its :func:`image_header` (read before the pixels are decoded). Images of less
+        than 256 MB are not checked (reading the available memory costs more than they
+        risk).
     """
-    header = image_header(path) if header is None else header
     (height, width), samples, nbytes = header
-    check_memory(path, (height, width), height * width * samples * nbytes, "decoding it",
-                 "free memory, or cut the image into smaller files.")
-    return header
+    need = height * width * samples * nbytes
+    if need >= _SMALL_IMAGE_BYTES:
+        check_memory(path, (height, width), need, "decoding it",
+                     "free memory, or cut the image into smaller files.")
 
 
 def check_image_file(path):
@@ -261,7 +271,7 @@ def check_image_file(path):
 
 def _read_raw(path, palette_as_index=False):
     path = Path(path)
-    check_decoded_size(path)  # also: does the file exist, does its header parse
+    _check_exists(path)
     axes = ""  # TIFF axes as tifffile names them (Y, X, S = samples, C = channels, ...)
     try:
         if path.suffix.lower() in _TIFF:
@@ -270,11 +280,13 @@ def _read_raw(path, palette_as_index=False):
             with tifffile.TiffFile(path) as tif:
                 check_single_image(path, tif)
                 series = tif.series[0]
+                check_decoded_size(path, _series_header(series))  # before decoding
                 array, axes = np.asarray(series.asarray()), series.axes
         else:
             from PIL import ImageOps
 
             with open_pil(path) as im:
+                check_decoded_size(path, _pil_header(im))  # before decoding
                 im.load()
                 im = ImageOps.exif_transpose(im)
                 if im.mode == "P" and not palette_as_index:
