@@ -4,6 +4,12 @@ import keras  # noqa: E402
 import pytest  # noqa: E402
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: a test of a minute or more (several processes); CI runs it, "
+        "`-m 'not slow'` leaves it out")
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     """Every test starts from the same random state."""

@@ -6,8 +6,12 @@ See :mod:`unet.run` for what the run folder holds and how a run resumes, and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import re
+import shutil
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -18,9 +22,10 @@ import numpy as np
 from . import data, losses, metrics, plot
 from .augment import Augmentation
 from .calibrate import calibrate_postprocessing
-from .devices import PRECISIONS, STRATEGIES, make_strategy, resolve_precision  # noqa: F401
+from .devices import (PRECISIONS, STRATEGIES, make_strategy,  # noqa: F401
+                      multiworker_role, resolve_precision)
 from .errors import NaNLossError, UsageError
-from .io import atomic_path, check_data_dir, folder_lock, listing, read_counts
+from .io import LOCK_NAME, atomic_path, check_data_dir, folder_lock, listing, read_counts
 from .predict import predict_many
 from .run import Config, load_run, prepare_run_dir, read_history  # noqa: F401  (public here too)
 
@@ -53,15 +58,19 @@ class WholeImageValidation(keras.callbacks.Callback):
     learning-rate schedule and history.csv.
     """
 
-    def __init__(self, samples, loss, threshold=0.5, batch_size=8):
+    def __init__(self, samples, loss, threshold=0.5, batch_size=8, local=False):
         super().__init__()
         self.samples, self.loss, self.threshold = samples, loss, float(threshold)
         self.batch_size = int(batch_size)
         self.truth = [np.asarray(m) > 0 for m in samples.masks]
+        self.local = bool(local)  # a multi-worker run: see _LocalPredictions
+        self._predictor = None
 
     def on_epoch_end(self, epoch, logs=None):
         start = time.perf_counter()
-        probs = predict_many(self.model, self.samples.images, self.batch_size)
+        if self._predictor is None:
+            self._predictor = _LocalPredictions(self.model) if self.local else self.model
+        probs = predict_many(self._predictor, self.samples.images, self.batch_size)
         counts = np.zeros(4, np.int64)
         for prob, truth in zip(probs, self.truth):
             counts += metrics.confusion_counts(truth, prob > self.threshold)
@@ -74,6 +83,29 @@ class WholeImageValidation(keras.callbacks.Callback):
             logs["val_loss"] = float(self.loss.call(flat_true.reshape(shape),
                                                     flat_prob.reshape(shape)))
             logs["val_seconds"] = time.perf_counter() - start
+
+
+class _LocalPredictions:
+    """A model whose ``predict_on_batch`` computes on this process alone.
+
+    Under ``MultiWorkerMirroredStrategy`` Keras' ``predict_on_batch`` gathers the
+    outputs of every worker (each worker's batch is one shard of a global batch), so a
+    batch that every worker predicts in full comes back once per worker. Every worker
+    validates on all validation images with the same weights, so each computes the
+    whole map itself; everything else (the geometry the predictor reads) is the model's.
+    """
+
+    def __init__(self, model):
+        import tensorflow as tf
+
+        self._model = model
+        self._call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def predict_on_batch(self, x):
+        return np.asarray(self._call(np.ascontiguousarray(x)))
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):
@@ -127,6 +159,142 @@ def _initial_weights(config, init):
     return source.get_weights()
 
 
+@contextlib.contextmanager
+def _run_folder(out_dir, role, overwrite):
+    """The folder this process writes its run files to, held while it trains.
+
+    A single process, or the chief of a multi-worker run, owns ``out_dir`` and holds its
+    lock (:func:`unet.io.folder_lock`). Every other worker of a multi-worker run writes
+    what Keras writes (checkpoints, history, logs) to a private temporary folder that
+    is removed at the end (TensorFlow's pattern for ``MultiWorkerMirroredStrategy``) and
+    never takes ``out_dir``'s lock. When the chief's folder holds an unfinished run
+    (``out_dir/backup``, readable where the workers share a file system) a worker starts
+    from a copy of it, so that all of them resume from the same epoch and weights.
+    """
+    if role is None or role.is_chief:
+        with folder_lock(out_dir, "out_dir"):
+            yield Path(out_dir)
+        return
+    private = Path(tempfile.mkdtemp(prefix=f"unet-{role.task_type}{role.task_id}-"))
+    try:
+        chief = Path(out_dir)
+        if not overwrite and (chief / "backup").is_dir():
+            shutil.copytree(chief / "backup", private / "backup")
+            if (chief / "config.json").is_file():
+                shutil.copy2(chief / "config.json", private / "config.json")
+        yield private
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+#: In ``RUN/backup/``: training ended (all epochs, or early stopping); what is left is
+#: the curves and the calibration, redone by a rerun after a kill.
+FINISHED = "FINISHED"
+#: ``RUN/backup`` is renamed to this before it is deleted (a kill leaves no half backup).
+_REMOVED_BACKUP = ".backup-removed"
+
+
+def _is_temporary(name):
+    """A file an atomic write left behind when it was killed (see :func:`unet.io.atomic_path`)."""
+    return name.startswith(".") and ".tmp-" in name or name == _REMOVED_BACKUP
+
+
+def _same_run(saved, config):
+    """Whether ``saved`` is ``config`` but for the post-processing the calibration chose."""
+    return saved is not None and dataclasses.replace(
+        saved, threshold=config.threshold, split_h=config.split_h, min_area=config.min_area,
+        calibration=config.calibration) == config
+
+
+def _saved(out_dir):
+    try:
+        return Config.load(Path(out_dir) / "config.json")
+    except (UsageError, OSError):
+        return None
+
+
+def _tidy_after_a_kill(out_dir, config):
+    """Make a run folder that a kill left behind one that :func:`prepare_run_dir` takes.
+
+    Called with the folder's lock held, so no other process writes there: temporary
+    files of atomic writes cut short are removed. A run killed at the end of its first
+    epoch, after the checkpoint or the history row but before the backup that marks
+    the epoch done (same config, no ``backup/``, no ``curves.png``, at most one row),
+    loses those files so that it starts again from step 0, like a run killed earlier.
+    """
+    out = Path(out_dir)
+    if not out.is_dir():
+        return
+    names = {p.name for p in out.iterdir()} - {LOCK_NAME}
+    for name in {n for n in names if _is_temporary(n)}:
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        names.discard(name)
+    if ("backup" in names or "curves.png" in names or "config.json" not in names
+            or not names <= {"config.json", "logs", "history.csv", "model.keras"}
+            or len(read_history(out / "history.csv").get("epoch", [])) > 1
+            or _saved(out) != config):
+        return
+    (out / "model.keras").unlink(missing_ok=True)
+    (out / "history.csv").unlink(missing_ok=True)
+    shutil.rmtree(out / "logs", ignore_errors=True)
+
+
+def _remove_backup(out_dir):
+    """Delete RUN/backup: renamed first, so that a kill never leaves half of one."""
+    backup, removed = Path(out_dir) / "backup", Path(out_dir) / _REMOVED_BACKUP
+    if backup.is_dir():
+        shutil.rmtree(removed, ignore_errors=True)
+        backup.rename(removed)
+    shutil.rmtree(removed, ignore_errors=True)
+
+
+def _work_around_keras_multiworker(model, dist, dataset):
+    """Let ``model.fit`` run under ``MultiWorkerMirroredStrategy`` with several workers.
+
+    Keras 3's TensorFlow trainer (3.15) fails there twice, and both are mended on this
+    model alone:
+
+    - Before training it builds the model from the first batch, averaged over the
+      replicas with one ``strategy.reduce`` of the whole ``(x, y, weights)`` structure,
+      which fails ("Attempt to convert a value (PerReplica ...)"; keras-team/keras#20329
+      is the same bug for dict inputs). The build needs only shapes and dtypes: it is
+      done from the dataset's element spec instead.
+    - It averages each step's logs over the workers with ``strategy.reduce("MEAN", v,
+      axis=0)``, which fails for the scalar loss and metrics ("Invalid reduction
+      dimension 0 for input with 0 dimensions"). The train step returns them as
+      vectors of one value, whose mean over axis 0 is the same scalar.
+    """
+    import tensorflow as tf
+
+    spec = dataset.element_spec
+
+    def build(iterator=None, data_batch=None):
+        with dist.scope():
+            model._symbolic_build(data_batch=spec)
+
+    train_step = model.train_step
+
+    def train_step_with_vector_logs(data):
+        logs = train_step(data)
+        return {k: tf.reshape(v, [1]) if tf.is_tensor(v) and v.shape.rank == 0 else v
+                for k, v in logs.items()}
+
+    model._maybe_symbolic_build = build
+    model.train_step = train_step_with_vector_logs
+
+
+def _lost_worker(error, role, out_dir):
+    """The error a multi-worker run ends with when another worker is gone."""
+    text = re.sub(r"\{\{[^}]*\}\}", "", str(getattr(error, "message", error))).strip()
+    first = text.splitlines()[0][:200] if text else ""
+    return ConnectionError(
+        f"multi-worker training stopped: {role.name} of {role.workers} lost contact with the "
+        f"other workers ({error.__class__.__name__}: {first}). The "
+        f"last finished epoch is saved in {Path(out_dir) / 'backup'}: start every worker again "
+        "with the same command to resume, or resume on one machine with `strategy='default'`.")
+
+
 def train(
     config=None,
     data_dir="data/spores",
@@ -155,7 +323,13 @@ def train(
     precision : {"auto", "fp32", "bf16", "fp16"}
         Mixed precision policy (see :func:`resolve_precision`).
     strategy : {"auto", "default", "mirrored", "multiworker", "tpu"}
-        Distribution strategy (see :func:`make_strategy`).
+        Distribution strategy (see :func:`make_strategy`). With ``"multiworker"`` start
+        the same call in every process of the ``TF_CONFIG`` cluster: the chief (task
+        ``chief``, else ``worker`` 0) writes ``out_dir``; the others write to private
+        temporary folders, removed at the end, and return the same history. A lost
+        worker ends the others with a ``ConnectionError`` after
+        ``UNET_COLLECTIVE_TIMEOUT`` seconds at most (see :func:`unet.devices.make_strategy`);
+        the run then resumes from ``out_dir``.
     quick : bool
         Train for about a minute on a few crops (:meth:`Config.quick`).
     overwrite : bool
@@ -193,8 +367,22 @@ def train(
     if config.crop_size is None:
         config = dataclasses.replace(
             config, crop_size=data.choose_crop_size(train_set, config.depth, config.padding))
-    with folder_lock(out_dir, "out_dir"):  # one process per run folder
-        out_dir, resumed = prepare_run_dir(out_dir, config, overwrite)
+    role = multiworker_role() if strategy == "multiworker" else None
+    chief_dir = Path(out_dir)
+    # one process per run folder: the chief's (or the only) process owns it
+    with _run_folder(out_dir, role, overwrite) as run_dir:
+        finishing = False  # training ended before a kill; the curves and calibration are left
+        if not overwrite:
+            _tidy_after_a_kill(run_dir, config)
+            finishing = (run_dir / "backup" / FINISHED).exists()
+        if finishing:
+            if not _same_run(_saved(run_dir), config):
+                raise UsageError(
+                    f"{run_dir} holds an unfinished run with a different config; resume it "
+                    "with the same settings, or pass `overwrite=True` to start again.")
+            out_dir, resumed = run_dir, True
+        else:
+            out_dir, resumed = prepare_run_dir(run_dir, config, overwrite)
         policy = resolve_precision(precision)
         dist = make_strategy(strategy)
 
@@ -231,7 +419,7 @@ def train(
             # first: the epoch's time includes validation, whose scores the others read
             _EpochTimer(config.steps_per_epoch),
             WholeImageValidation(val_set, losses.get_loss(config.loss), config.threshold,
-                                 config.batch_size),
+                                 config.batch_size, local=role is not None),
             nan_guard,
             BestModelCheckpoint(out_dir / "model.keras",
                                 float(best.max()) if best is not None and best.size else None),
@@ -245,23 +433,42 @@ def train(
             keras.callbacks.CSVLogger(history_path, append=True),
             keras.callbacks.TensorBoard(out_dir / "logs", write_graph=False),
             # Last, so an epoch is only marked done once everything above has run for it.
-            keras.callbacks.BackupAndRestore(out_dir / "backup", double_checkpoint=True),
+            # Kept until the curves and the calibration are written (then removed here).
+            keras.callbacks.BackupAndRestore(out_dir / "backup", double_checkpoint=True,
+                                             delete_checkpoint=False),
         ]
+        if role is not None:
+            _work_around_keras_multiworker(model, dist, train_ds)
         start = time.perf_counter()
-        model.fit(train_ds, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
-                  callbacks=callbacks, shuffle=False, verbose=verbose)  # the stream shuffles itself
+        try:
+            if not finishing:  # (shuffle=False: the stream shuffles itself)
+                model.fit(train_ds, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
+                          callbacks=callbacks, shuffle=False, verbose=verbose)
+        except Exception as error:
+            import tensorflow as tf
+
+            if role is not None and isinstance(error, tf.errors.OpError):
+                raise _lost_worker(error, role, chief_dir) from None
+            raise
         seconds = time.perf_counter() - start
         if nan_guard.fired:
+            _remove_backup(out_dir)  # it holds the weights that gave NaN
             raise NaNLossError(
                 "Training stopped: the loss became NaN or infinite. Lower the learning rate "
                 "(e.g. `learning_rate` / 10 in the config) or check the data for broken images; "
-                f"the best model so far is in {out_dir / 'model.keras'}."
+                f"the best model so far is in {chief_dir / 'model.keras'}."
             )
+        (out_dir / "backup").mkdir(exist_ok=True)
+        (out_dir / "backup" / FINISHED).touch()
         history = read_history(history_path)
-        plot.save_figure(plot.training_curves(history), out_dir / "curves.png")
-        config, note = _calibrate(config, out_dir, val_set, data_dir / "val")
+        if role is not None and not role.is_chief:
+            note = f"{role.name} of {role.workers}: the chief writes {chief_dir}"
+        else:
+            plot.save_figure(plot.training_curves(history), out_dir / "curves.png")
+            config, note = _calibrate(config, out_dir, val_set, data_dir / "val")
+        _remove_backup(out_dir)  # the run is complete
         return {
-            "model": out_dir / "model.keras",
+            "model": chief_dir / "model.keras",
             "history": history,
             "epochs": len(history.get("epoch", [])),
             "steps": int(history["step"][-1]) if "step" in history else 0,
