@@ -111,8 +111,9 @@ def normalization_range(image, low=1.0, high=99.8):
     if not 0 <= low < high <= 100:
         raise UsageError(f"Need 0 <= `low` < `high` <= 100, got low={low}, high={high}.")
     image = np.asarray(image)
-    sample = np.asarray(percentile_sample(image), dtype=np.float32)
-    lo, hi = (float(v) for v in np.percentile(sample, [low, high]))
+    sample = np.array(percentile_sample(image), dtype=np.float32)  # a copy, sorted in place
+    lo, hi = (float(v) for v in np.percentile(sample, [low, high], overwrite_input=True))
+    del sample
     if not hi > lo:
         # of the float32 values, as the result is computed (rounding keeps the order)
         lo, hi = float(np.float32(np.min(image))), float(np.float32(np.max(image)))
