@@ -56,11 +56,12 @@ SUMMARY_COLUMNS = ("image", "count", "touching_border", "above_max_area", "pixel
 #: Bytes per image pixel that ``predict`` holds at its peak beyond the decoded image,
 #: and the bytes it needs whatever the size (a batch of the largest tiles through the
 #: model, buffers). Measured with the shipped spore model (3 channels, default tiles,
-#: batch size 2) on 2048², 4096² and 8192² RGB images by ``benchmarks/memory.py
+#: batch size 2) on 2048² to 12000² RGB images by ``benchmarks/memory.py
 #: --predict-sizes`` (table in ``benchmarks/README.md``): peak RSS minus the RSS with
 #: the model loaded grew by 68.6 bytes per pixel (3 of them the image itself) between
-#: the two largest sizes, from 795 MB; rounded up to 70 + the image's bytes and 1100 MB,
-#: which over-estimated the three measured peaks by 10-15 %. Most of it is the counting
+#: 4096² and 8192², from 795 MB (57 bytes per pixel on to 12000²); rounded up to 70 + the
+#: image's bytes and 1100 MB, which over-estimated the measured peaks by 10-20 %
+#: (2048²: 2025 MB for 1849, 12000²: 12236 MB for 10240). Most of it is the counting
 #: (:func:`unet.count.label_spores`: whole-image distance maps and watershed; 56 of about
 #: 67 bytes per pixel in a tracemalloc profile of a 2048² image).
 PREDICT_BYTES_PER_PIXEL = 70
