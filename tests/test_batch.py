@@ -206,3 +206,18 @@ def test_images_too_large_to_overlap_are_predicted_one_at_a_time_alike(tmp_path,
     assert threads == ["MainThread"] * len(images)  # nothing read ahead
     for name in ("spores.csv", "summary.csv"):
         assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
+
+
+def test_temporaries_of_a_killed_predict_are_removed_and_others_kept(tmp_path, model, sample_dir):
+    from unet.io import atomic_path, is_temporary_name
+
+    out = tmp_path / "out"
+    out.mkdir()
+    left = atomic_path(out / "a_mask.png").__enter__()  # a write that never finished
+    left.write_bytes(b"half")
+    mine = out / ".notes.tmp-keep.txt"  # not a name atomic_path makes
+    mine.write_text("mine")
+    assert is_temporary_name(left.name) and not is_temporary_name(mine.name)
+    images = sorted((sample_dir / "test" / "images").glob("*.png"))[:1]
+    predict_images(model, images, out)
+    assert not left.exists() and mine.read_text() == "mine"

@@ -294,7 +294,7 @@ def test_a_run_killed_after_its_first_checkpoint_but_before_its_backup_starts_ag
     shutil.copy(complete / "model.keras", out / "model.keras")
     lines = (complete / "history.csv").read_text().splitlines(keepends=True)
     (out / "history.csv").write_text("".join(lines[:2]))  # the header and epoch 0
-    (out / ".model.tmp-123-abcd.keras").write_bytes(b"PK\x03\x04 cut short")
+    (out / ".model.tmp-123-abcd0123.keras").write_bytes(b"PK\x03\x04 cut short")
     (out / "logs").mkdir()
     result = train(Config(**TRAIN_CONFIG), SAMPLE, out, precision="fp32", strategy="default",
                    verbose=0)

@@ -39,7 +39,8 @@ from .image import prepare_image, to_channels
 from .imagefile import (check_channels, check_image_channels, check_pixel_size, pixel_size_for,
                         read_image_channels)
 from .io import (IMAGE_EXTENSIONS, available_memory, check_image_file, check_memory,
-                 collect_images, folder_lock, image_header, list_images, save_png, write_csv)
+                 collect_images, folder_lock, image_header, list_images, remove_temporaries,
+                 save_png, write_csv)
 from .model import model_geometry
 from .outputs import (check_areas, report_spores, spore_columns, table_rows, write_labels_tiff,
                       write_probability_tiff, write_rois)
@@ -153,6 +154,8 @@ def _output_dir(out_dir, names, kinds, overwrite):
         raise PermissionError(f"Cannot create {out} ({error.strerror}).") from None
     if not os.access(out, os.W_OK):
         raise PermissionError(f"Cannot write to {out}; choose another `out_dir`.")
+    for folder in sorted({(out / n).parent for n in names} | {out}):
+        remove_temporaries(folder)  # left by a predict killed midway (the lock is ours)
     return out
 
 

@@ -39,6 +39,7 @@ import contextlib
 import csv
 import math
 import os
+import re
 import secrets
 import sys
 import threading
@@ -754,6 +755,29 @@ def atomic_path(path):
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+#: Names :func:`atomic_path` gives its temporary files (``.NAME.tmp-PID-XXXXXXXX.ext``).
+_TEMPORARY = re.compile(r"^\..+\.tmp-\d+-[0-9a-f]{8}(\.[^.]*)?$")
+
+
+def is_temporary_name(name):
+    """Whether a file name is one :func:`atomic_path` writes to before the rename."""
+    return bool(_TEMPORARY.match(name))
+
+
+def remove_temporaries(folder):
+    """Delete the temporary files that atomic writes killed midway left in ``folder``.
+
+    Call it only while holding the folder's lock (:func:`folder_lock`): then no live
+    process is writing them. Not recursive. Returns the number removed.
+    """
+    removed = 0
+    for path in Path(folder).iterdir():
+        if is_temporary_name(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def write_text(path, text):

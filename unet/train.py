@@ -25,7 +25,8 @@ from .calibrate import calibrate_postprocessing
 from .devices import (PRECISIONS, STRATEGIES, make_strategy,  # noqa: F401
                       multiworker_role, resolve_precision)
 from .errors import NaNLossError, UsageError
-from .io import LOCK_NAME, atomic_path, check_data_dir, folder_lock, listing, read_counts
+from .io import (LOCK_NAME, atomic_path, check_data_dir, folder_lock, is_temporary_name, listing,
+                 read_counts)
 from .predict import predict_many
 from .run import Config, load_run, prepare_run_dir, read_history  # noqa: F401  (public here too)
 
@@ -196,7 +197,7 @@ _REMOVED_BACKUP = ".backup-removed"
 
 def _is_temporary(name):
     """A file an atomic write left behind when it was killed (see :func:`unet.io.atomic_path`)."""
-    return name.startswith(".") and ".tmp-" in name or name == _REMOVED_BACKUP
+    return is_temporary_name(name) or name == _REMOVED_BACKUP
 
 
 def _same_run(saved, config):
