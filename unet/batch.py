@@ -38,7 +38,7 @@ from .errors import UsageError
 from .image import prepare_image, to_channels
 from .imagefile import (check_channels, check_image_channels, check_pixel_size, pixel_size_for,
                         read_image_channels)
-from .io import (IMAGE_EXTENSIONS, available_memory, check_image_file, check_memory,
+from .io import (IMAGE_EXTENSIONS, available_memory, check_memory,
                  collect_images, folder_lock, image_header, list_images, remove_temporaries,
                  save_png, write_csv)
 from .model import model_geometry
@@ -262,9 +262,8 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
     items = []
     available = available_memory()
     for path, name in _collect(inputs, recursive):  # fail on a broken input first
-        check_image_file(path)
+        header = image_header(path)  # exists and opens as an image (check_image_file)
         check_image_channels(path, channel)
-        header = image_header(path)
         need = predict_memory(header)
         check_memory(path, header[0], need, "predicting it", "free memory, or cut the image "
                      "into smaller files (with overlap, if spores cross the cuts).", available)

@@ -31,8 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UsageError
-from .io import (_TIFF, _series_header, check_decoded_size, check_finite, check_single_image,
-                 read_image)
+from .io import _TIFF, check_finite, read_image, read_tiff_series
 
 #: Micrometres per unit, for the unit names ImageJ and OME write.
 _MICRONS = {
@@ -196,25 +195,7 @@ def _tiff_channels(path, header_only=False, channel=None):
     Planes whose axis has no meaning in the file (plain multi-page TIFFs) are taken as
     channels only when ``channel`` selects some; without it they are refused.
     """
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            check_single_image(path, tif)
-            series = tif.series[0]
-            if not header_only:  # refused from the header when the pixels cannot fit
-                check_decoded_size(path, _series_header(series))
-            array = (np.broadcast_to(np.zeros((), series.dtype), series.shape) if header_only
-                     else np.asarray(series.asarray()))
-            axes = series.axes
-            page = tif.pages[0]
-            extra = tuple(int(e) for e in (page.extrasamples or ()))
-    except UsageError:
-        raise
-    except Exception as error:
-        raise UsageError(
-            f"Cannot read {path} as an image ({error.__class__.__name__}: {error}); "
-            "replace it with a valid PNG, JPEG or TIFF file or remove it.") from None
+    array, axes, extra = read_tiff_series(path, header_only)
     keep = [i for i, (a, n) in enumerate(zip(axes, array.shape)) if n > 1 or a in "YX"]
     array = array.reshape([array.shape[i] for i in keep])
     axes = "".join(axes[i] for i in keep)

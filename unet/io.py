@@ -138,8 +138,10 @@ def image_header(path):
 
     Raises
     ------
-    FileNotFoundError, IsADirectoryError, UsageError
-        As :func:`check_image_file`.
+    FileNotFoundError, IsADirectoryError
+        For a missing file or a folder.
+    UsageError
+        For a file whose header does not open as an image.
     """
     path = Path(path)
     _check_exists(path)
@@ -248,25 +250,48 @@ def check_image_file(path):
     """Check that a file exists and opens as an image, reading only its header.
 
     Cheap enough to run over every input before any output is written; a file that
-    is corrupt beyond its header is still caught later by :func:`read_image`.
+    is corrupt beyond its header is still caught later by :func:`read_image`. (It is
+    :func:`image_header` without the answer.)
 
     Raises
     ------
     FileNotFoundError, IsADirectoryError, UsageError
         As :func:`read_image` would.
     """
-    path = Path(path)
-    _check_exists(path)
-    try:
-        if path.suffix.lower() in _TIFF:
-            import tifffile
+    image_header(path)
 
-            with tifffile.TiffFile(path) as tif:
-                tif.pages[0].shape  # noqa: B018  (parses the first page's header)
-        else:
-            with open_pil(path) as im:
-                im.size  # noqa: B018
-    except Exception as error:
+
+def read_tiff_series(path, header_only=False):
+    """The one image of a TIFF: ``(array, axes, extrasamples)``, as tifffile names them.
+
+    A TIFF of several images is refused (:func:`check_single_image`), and one whose
+    pixels would not fit in memory before they are decoded (:func:`check_decoded_size`).
+    ``header_only``: the array is a stand-in of the right shape and dtype that reads no
+    pixels (and nothing is checked against memory). ``axes`` is tifffile's (``Y``, ``X``,
+    ``S`` samples, ``C`` channels, ``Q`` unknown, ...); ``extrasamples`` the first page's
+    ``ExtraSamples`` values (1 or 2: the last sample is alpha).
+
+    Raises
+    ------
+    UsageError
+        For the refusals above and a file tifffile cannot read.
+    """
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            check_single_image(path, tif)
+            series = tif.series[0]
+            if header_only:
+                array = np.broadcast_to(np.zeros((), series.dtype), series.shape)
+            else:
+                check_decoded_size(path, _series_header(series))  # before decoding
+                array = np.asarray(series.asarray())
+            extra = tuple(int(e) for e in (tif.pages[0].extrasamples or ()))
+            return array, series.axes, extra
+    except UsageError:
+        raise
+    except Exception as error:  # corrupt, truncated or not a TIFF at all
         raise _unreadable(path, error) from None
 
 
@@ -276,13 +301,7 @@ def _read_raw(path, palette_as_index=False):
     axes = ""  # TIFF axes as tifffile names them (Y, X, S = samples, C = channels, ...)
     try:
         if path.suffix.lower() in _TIFF:
-            import tifffile
-
-            with tifffile.TiffFile(path) as tif:
-                check_single_image(path, tif)
-                series = tif.series[0]
-                check_decoded_size(path, _series_header(series))  # before decoding
-                array, axes = np.asarray(series.asarray()), series.axes
+            array, axes, _ = read_tiff_series(path)
         else:
             from PIL import ImageOps
 
