@@ -195,7 +195,7 @@ def check_mask_set(folder, masks, check_values=True, allow_empty=False):
     if inverted == total and foreground / total > 0.5:
         raise UsageError(
             f"The masks in {where} look inverted: foreground (> 0) covers "
-            f"{foreground / total:.0%} of their pixels and nearly all of their edges. Objects "
+            f"{foreground / total:.0%} of a mask on average and nearly all of its edges. Objects "
             "must be > 0 and the background 0; invert the masks, or pass `check_masks=False` "
             "if they are right."
         )

@@ -95,6 +95,8 @@ def iter_predictions(model, data_dir, tta=False, progress=False, limit=None):
     else:
         raise UsageError(f"model must be a keras.Model or a function, got {type(model).__name__}.")
     pairs = find_pairs(data_dir)[:limit]
+    # the checks of training, before any prediction; each mask is read again below
+    # rather than all held at once (a mask costs little to read next to its prediction)
     check_mask_set(data_dir, ((pair.mask, read_mask(pair.mask)) for pair in pairs),
                    allow_empty=True)
     for pair in tqdm(pairs, desc="predict", unit="image", disable=None if progress else True):
