@@ -248,25 +248,76 @@ def test_match_spores_by_overlap():
         match_spores(truth, pred, min_iou=0.3)
 
 
-@pytest.mark.parametrize("h", [0.36, 1.0, None])
-def test_split_by_parts_equals_the_whole_image_reconstruction(h, monkeypatch):
-    """Reconstructing each part of the support alone changes no label (only the time)."""
-    from skimage.morphology import reconstruction
+def _split_whole_image(mask, h):
+    """The split as it was done on whole-image arrays (the reference for the one done
+    region by region): distance map, smoothing, h-maxima and watershed of all regions
+    at once."""
+    from skimage.morphology import local_maxima, reconstruction
+    from skimage.segmentation import watershed
 
-    from unet import count
+    from unet.count import SPLIT_SMOOTH, split_height
+
+    h = split_height(mask) if h is None else h
+    distance = ndi.distance_transform_edt(mask)
+    smooth = ndi.gaussian_filter(distance, SPLIT_SMOOTH)
+    domes = reconstruction(np.maximum(smooth - h, 0.0), smooth, method="dilation")
+    seeds, n = ndi.label(local_maxima(domes, connectivity=2) & (domes > 0) & mask,
+                         structure=np.ones((3, 3)))
+    labels = watershed(-distance, seeds, mask=mask)
+    orphans = mask & (labels == 0)
+    labels[orphans] = ndi.label(orphans)[0][orphans] + n
+    return labels
+
+
+def _agreement(a, b):
+    """Share of the foreground whose label in ``a`` is the one-to-one match (largest
+    overlap) of its label in ``b``."""
+    pairs, overlap = np.unique(np.c_[a[a > 0], b[a > 0]], axis=0, return_counts=True)
+    best = {}
+    for (x, y), n in zip(map(tuple, pairs), overlap):
+        if y and n > best.get(x, 0):
+            best[x] = n
+    return sum(best.values()) / np.count_nonzero((a > 0) | (b > 0))
+
+
+@pytest.mark.parametrize("seed, h", [(0, 0.36), (1, 1.0), (2, None), (4, None)])
+def test_splitting_region_by_region_matches_the_whole_image(seed, h):
+    """Each region split on its own gives the spores of the whole-image split: the same
+    number, the same foreground, and the same pixels in each up to the order in which
+    the watershed settles pixels of equal height (and the smoothing where two regions
+    touch at a corner)."""
+    from unet.count import split_touching
     from unet.spores import SporeStyle, render_field
 
     dense = SporeStyle(field_density=900.0, touching=0.35, overlapping=0.15)
-    _, labels = render_field(3, shape=(256, 256), style=dense)
+    _, labels = render_field(seed, shape=(384, 384), style=dense)
     mask = labels > 0
-    # Two regions that touch only diagonally (one 8-connected support part) and a
-    # one-pixel speck: the cases where a part boundary could differ.
+    # Two regions that touch only at a corner, a one-pixel speck, and spores cut by
+    # every edge of the image (beyond which a spore is taken to go on).
     mask[5:15, 5:15] = mask[15:25, 15:25] = True
     mask[5:15, 15:25] = mask[15:25, 5:15] = False
     mask[240, 3] = True
-    by_parts = count.label_spores(mask, h=h, min_area=1)
-    monkeypatch.setattr(count, "_reconstruct_by_parts",
-                        lambda marker, support, rec: rec(marker, support, method="dilation"))
-    whole = count.label_spores(mask, h=h, min_area=1)
-    assert by_parts.max() > 20
-    np.testing.assert_array_equal(by_parts, whole)
+    by_region = split_touching(mask, h)
+    whole = _split_whole_image(mask, h)
+    assert by_region.max() > 100
+    assert by_region.max() == whole.max() == np.unique(by_region[mask]).size
+    np.testing.assert_array_equal(by_region > 0, mask)
+    assert _agreement(by_region, whole) > 0.999
+    touching_edge = np.unique(np.r_[by_region[0], by_region[-1], by_region[:, 0],
+                                    by_region[:, -1]])
+    assert touching_edge.size > 5
+
+
+def test_spores_are_numbered_consecutively_region_by_region():
+    # a two-spore region found first (its first pixel comes first), then a lone one
+    mask = draw((60, 80), ("disk", (12, 12), 8), ("disk", (12, 27), 8), ("disk", (45, 40), 8))
+    labels = label_spores(mask)
+    assert labels.dtype == np.int32 and labels.max() == 3
+    assert labels[12, 12] == 1 and labels[12, 27] == 2 and labels[45, 40] == 3
+    assert label_spores(mask, split=False)[45, 40] == 2
+    # a piece smaller than min_area is dropped and the numbers stay consecutive
+    mask = draw((60, 80), ("disk", (12, 12), 8), ("disk", (12, 25), 5), ("disk", (45, 40), 8))
+    assert label_spores(mask).max() == 3
+    labels = label_spores(mask, min_area=120)  # the small disk: about 80 px
+    assert np.array_equal(np.unique(labels), [0, 1, 2])
+    assert labels[12, 12] == 1 and labels[12, 25] == 0 and labels[45, 40] == 2

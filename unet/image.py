@@ -31,7 +31,11 @@ def luminance(image):
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] not in (3, 4):
         raise UsageError(f"luminance needs an (H, W, 3) or (H, W, 4) image, got {image.shape}.")
-    return image[..., :3].astype(np.float32) @ np.array(LUMA_WEIGHTS, np.float32)
+    # channel by channel: no float copy of all three channels at once
+    gray = np.multiply(image[..., 0], LUMA_WEIGHTS[0], dtype=np.float32)
+    for channel, weight in ((1, LUMA_WEIGHTS[1]), (2, LUMA_WEIGHTS[2])):
+        gray += np.multiply(image[..., channel], weight, dtype=np.float32)
+    return gray
 
 
 def to_channels(image, channels):
