@@ -193,6 +193,34 @@ def test_overlay_writes_the_ids(field):
     assert ((with_ids >= 200).all(axis=2) & changed).sum() > 10 * spores.count  # white digits
 
 
+def test_an_id_too_large_for_its_spore_goes_above_it():
+    from skimage.draw import disk
+
+    image = np.full((80, 120), 90, np.uint8)
+    labels = np.zeros((80, 120), np.int32)
+    labels[disk((40, 30), 4)] = 1  # smaller than its id's text
+    labels[disk((40, 85), 22)] = 2  # large enough to carry it
+    labels[disk((3, 60), 3)] = 3  # small, at the top edge: the id goes below it
+    centroids = [(40, 30), (40, 85), (3, 60)]
+    white = (id_overlay(image, labels, centroids, [1, 2, 3]) >= 200).all(axis=2)
+    assert not white[labels == 1].any() and white[25:36, 24:37].any()
+    assert white[34:47, 80:91].any()
+    assert not white[labels == 3].any() and white[6:20, 54:67].any()
+
+
+def test_inner_boundaries_are_skimages(field):
+    from skimage.segmentation import find_boundaries
+
+    from unet.render import inner_boundaries
+
+    labels = field[1].labels
+    cases = [labels, labels > 0, labels[:1], labels[:, :1], np.zeros((3, 4), int),
+             np.array([[1, 1, 2], [1, 3, 2], [0, 3, 3]])]  # touching labels, image edges
+    for case in cases:
+        np.testing.assert_array_equal(inner_boundaries(case), find_boundaries(case, mode="inner"))
+    assert inner_boundaries(labels).sum() > 10 * field[1].count
+
+
 # --------------------------------------------------------------------- channels, sizes
 def test_a_two_channel_tiff_is_never_gray_plus_alpha(tmp_path):
     planes = np.stack([np.full((20, 30), 100, np.uint16), np.full((20, 30), 7, np.uint16)])

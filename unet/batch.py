@@ -291,7 +291,8 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
             dropped = (labels > 0) & (shown == 0) if reported.lut is not None else None
             table = reported.table
             save_png(id_overlay(raw, shown, np.c_[table["centroid_y_px"], table["centroid_x_px"]],
-                                table["id"], excluded=dropped), folder / f"{stem}_overlay.png")
+                                table["id"], excluded=dropped), folder / f"{stem}_overlay.png",
+                     compress_level=1)  # a picture to look at: fast rather than small
             write_labels_tiff(folder / f"{stem}_labels.tif", labels, reported, item.pixel_size)
             write_rois(folder / f"{stem}_rois.zip", labels, reported)
             if probability:

