@@ -108,6 +108,31 @@ def test_valid_tiling_equals_one_forward_pass(shape):
     np.testing.assert_allclose(predict_tiled(model, image), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("raw, channels", [
+    (RNG.integers(0, 256, (70, 53, 3), dtype=np.uint8), 3),   # 8-bit RGB
+    (RNG.integers(0, 65536, (61, 45), dtype=np.uint16), 3),    # 16-bit gray, 3-channel model
+    (RNG.integers(0, 256, (40, 33, 4), dtype=np.uint8), 3),    # RGBA: alpha dropped
+    (RNG.integers(0, 256, (40, 33, 3), dtype=np.uint8), 1),    # RGB to a gray model
+    (np.full((30, 31), 7, np.uint16), 1),                      # constant
+])
+def test_an_image_prepared_tile_by_tile_predicts_the_same(raw, channels):
+    from unet.image import PreparedImage, prepare_image
+
+    whole = prepare_image(raw, channels)
+    lazy = PreparedImage(raw, channels)
+    assert lazy.shape == whole.shape
+    rows, cols = np.array([3, 2, 1, 0, 1, 2]), np.arange(5, 25)
+    np.testing.assert_array_equal(lazy[np.ix_(rows, cols)], whole[np.ix_(rows, cols)])
+    np.testing.assert_array_equal(np.asarray(lazy), whole)
+    model = unet.unet_model((None, None, channels), num_classes=1, filters=2, depth=2,
+                            skip="crop")
+    np.testing.assert_array_equal(predict_tiled(model, lazy, tile=60),
+                                  predict_tiled(model, whole, tile=60))
+    with pytest.raises(unet.UsageError, match="channel"):
+        predict_tiled(unet.unet_model((None, None, channels + 1), num_classes=1, filters=2,
+                                      depth=2), PreparedImage(raw, channels))
+
+
 @pytest.mark.parametrize("depth", [2, 3])
 def test_same_tiling_with_the_default_margin_equals_one_forward_pass(depth):
     model = unet.unet_model((None, None, 1), num_classes=3, filters=2, depth=depth, padding="same")

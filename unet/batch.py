@@ -2,7 +2,8 @@
 
 Each image is read (:func:`unet.imagefile.read_image_channels`: the chosen channels,
 never an unmarked channel taken for alpha), prepared as in training
-(:func:`unet.image.prepare_image`), predicted at its own size by overlap-tiles
+(:class:`unet.image.PreparedImage`: :func:`unet.image.prepare_image`'s values, tile by
+tile), predicted at its own size by overlap-tiles
 (:func:`unet.predict.predict_tiled`, no resizing), thresholded, split into spores and
 measured (:mod:`unet.count`); :mod:`unet.outputs` decides which spores are reported
 and writes them. Every input is checked before anything is written, and every output
@@ -14,7 +15,10 @@ writes the images already predicted. Both are bounded (one image read ahead, at 
 ``workers`` + 1 images waiting to be written), so memory stays that of a few images.
 The model itself runs in the calling thread only.
 
-Memory grows with the image: counting (distance map, watershed, measurements) works on
+Memory grows with the image, by about 30 bytes per pixel of an 8-bit RGB image: the
+model reads the image tile by tile (normalised as each tile is read,
+:class:`unet.image.PreparedImage`) and the counting splits each region on its own, but
+the image, its probability map, the mask and label images and the overlay are
 whole-image arrays. So before anything is read or written, each image's need is
 estimated from its header (:func:`predict_memory`) and an image that would not fit in
 the memory available now is refused with one line saying how much it would need. An
@@ -35,7 +39,7 @@ import numpy as np
 
 from .count import MIN_AREA, label_spores, measure_spores
 from .errors import UsageError
-from .image import prepare_image, to_channels
+from .image import PreparedImage, to_channels
 from .imagefile import (check_channels, check_image_channels, check_pixel_size, pixel_size_for,
                         read_image_channels)
 from .io import (IMAGE_EXTENSIONS, available_memory, check_memory,
@@ -57,16 +61,17 @@ SUMMARY_COLUMNS = ("image", "count", "touching_border", "above_max_area", "pixel
 #: Bytes per image pixel that ``predict`` holds at its peak beyond the decoded image,
 #: and the bytes it needs whatever the size (a batch of the largest tiles through the
 #: model, buffers). Measured with the shipped spore model (3 channels, default tiles,
-#: batch size 2) on 2048² to 12000² RGB images by ``benchmarks/memory.py
-#: --predict-sizes`` (table in ``benchmarks/README.md``): peak RSS minus the RSS with
-#: the model loaded grew by 68.6 bytes per pixel (3 of them the image itself) between
-#: 4096² and 8192², from 795 MB (57 bytes per pixel on to 12000²); rounded up to 70 + the
-#: image's bytes and 1100 MB, which over-estimated the measured peaks by 10-20 %
-#: (2048²: 2025 MB for 1849, 12000²: 12236 MB for 10240). Most of it is the counting
-#: (:func:`unet.count.label_spores`: whole-image distance maps and watershed; 56 of about
-#: 67 bytes per pixel in a tracemalloc profile of a 2048² image).
-PREDICT_BYTES_PER_PIXEL = 70
-PREDICT_FIXED_BYTES = 1100 << 20
+#: batch size 2) on 2048² to 12000² 8-bit RGB images by ``benchmarks/memory.py
+#: --predict-sizes`` (table in ``benchmarks/README.md``): the peak RSS grew by 22-31
+#: bytes per pixel (the image's 3 included) between sizes; 27 + the image's bytes per
+#: pixel and 1000 MB over-estimated the peaks above the loaded model by 4-16 %. What is
+#: left per pixel is the image, the probability map, the mask and label images of the
+#: counting (which splits each region on its own, :func:`unet.count.label_spores`) and
+#: the overlay; the model reads the image tile by tile, normalised as it reads
+#: (:class:`unet.image.PreparedImage`). (Before both, 70 bytes per pixel: whole-image
+#: distance maps and watershed.)
+PREDICT_BYTES_PER_PIXEL = 27
+PREDICT_FIXED_BYTES = 1000 << 20
 
 
 def predict_memory(header):
@@ -167,7 +172,7 @@ def _read(item, channel, channels):
         raise UsageError(
             f"`channel` picks {have} channels of {item.path}, but the model takes {channels}; "
             f"pick one channel (used as gray) or {channels}.")
-    return raw, prepare_image(raw, channels)
+    return raw, PreparedImage(raw, channels)  # normalised tile by tile by predict_tiled
 
 
 def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=None,

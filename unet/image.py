@@ -180,3 +180,56 @@ def prepare_image(image, channels=3, low=1.0, high=99.8):
         float32 ``(H, W, channels)``.
     """
     return normalize(to_channels(image, channels), low, high)
+
+
+class PreparedImage:
+    """:func:`prepare_image` computed window by window, without a float32 copy of the
+    whole image.
+
+    What :func:`unet.predict.predict_tiled` accepts in place of a prepared array: it
+    reads the image tile by tile, and each tile is normalised when it is read, with the
+    percentiles of the whole image. Indexing gives exactly
+    ``prepare_image(image, channels, low, high)[key]`` (float32; tested), so predictions
+    are the same; what is held is the image as read (a gray image given to a
+    3-channel model is a view of its one channel). For an 8-bit RGB image that is 3
+    bytes per pixel instead of 12 more.
+
+    Parameters
+    ----------
+    image : array_like
+        The image as read (any dtype), ``(H, W)`` or ``(H, W, C)``.
+    channels, low, high
+        As for :func:`prepare_image`.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        ``(H, W, channels)``.
+    """
+
+    ndim = 3
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, image, channels=3, low=1.0, high=99.8):
+        image = np.asarray(image)
+        channels = int(channels)
+        if image.ndim == 2:
+            image = image[..., None]
+        if image.ndim == 3 and image.shape[2] == 1 and channels > 1:
+            image = np.broadcast_to(image, (*image.shape[:2], channels))  # no copies
+        else:
+            image = to_channels(image, channels)
+        lo, hi = normalization_range(image, low, high)
+        self._image = image
+        self._lo = np.float32(lo)
+        self._scale = np.float32(hi - lo if hi > lo else 1.0)
+        self.shape = image.shape
+
+    def __getitem__(self, key):
+        x = np.subtract(self._image[key], self._lo, dtype=np.float32)
+        x /= self._scale
+        return x
+
+    def __array__(self, dtype=None, copy=None):
+        x = self[...]
+        return x if dtype is None else x.astype(dtype, copy=False)

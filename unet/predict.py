@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import UsageError, as_pair, check_choice
+from .image import PreparedImage
 from .model import model_geometry
 from .sizes import PADDINGS, default_context, input_size_for_output, output_size
 
@@ -290,6 +291,12 @@ def _tta_mode(tta, tile):
 # Prediction
 # --------------------------------------------------------------------------------------
 def _as_model_input(image, channels):
+    if isinstance(image, PreparedImage):  # normalised tile by tile when read
+        if image.shape[2] != channels:
+            raise UsageError(
+                f"The image has {image.shape[2]} channel(s) but the model takes {channels}; "
+                f"make it with PreparedImage(image, {channels}).")
+        return image
     image = np.asarray(image)
     if image.ndim == 2:
         image = image[..., None]
@@ -324,10 +331,12 @@ def predict_tiled(
     model : keras.Model
         A U-Net; depth, padding, channels and input size are read from it. A
         model with a fixed input size uses that size as its tile.
-    image : array_like
+    image : array_like or unet.image.PreparedImage
         ``(height, width)`` or ``(height, width, channels)``, prepared as for
         training (float, normalised per image, e.g. with ``unet.data``); any
-        size, even 1x1.
+        size, even 1x1. A :class:`unet.image.PreparedImage` is normalised tile by
+        tile as the tiles are read (the same values, without a float copy of the
+        whole image).
     tile : int or (int, int), optional
         Tile input size for a model with ``None`` input size (default: chosen by
         :func:`plan_tiles`).
