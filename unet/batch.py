@@ -64,7 +64,8 @@ SUMMARY_COLUMNS = ("image", "count", "touching_border", "above_max_area", "pixel
 #: batch size 2) on 2048² to 12000² 8-bit RGB images by ``benchmarks/memory.py
 #: --predict-sizes`` (table in ``benchmarks/README.md``): the peak RSS grew by 22-31
 #: bytes per pixel (the image's 3 included) between sizes; 27 + the image's bytes per
-#: pixel and 1000 MB over-estimated the peaks above the loaded model by 4-16 %. What is
+#: pixel and 1000 MB, added to the RSS with the model loaded, over-estimated the
+#: measured peaks by 7-24 % (2048²: 1753 MB for 1637, 12000²: 6231 MB for 5029). What is
 #: left per pixel is the image, the probability map, the mask and label images of the
 #: counting (which splits each region on its own, :func:`unet.count.label_spores`) and
 #: the overlay; the model reads the image tile by tile, normalised as it reads
