@@ -148,14 +148,15 @@ def _split_regions(regions, count, h, min_area=1):
     smoothing mixes in a neighbour only where two regions touch at a corner; the
     watershed never floods from one region into another), up to the order in which
     skimage's watershed settles pixels of equal height (tested: the same spores, over
-    99.9 % of the pixels in the same one). But no whole-image distance map, smoothed
-    copy, h-maximum transform or watershed is ever made, so the memory is that of the
-    label image, and skimage's reconstruction and watershed sort only the pixels of
-    each region instead of a field that is mostly background (a 1024² field of ~400
-    spores: 1.05 s whole, about 0.25 s region by region). Pieces smaller than
-    ``min_area`` pixels become background. Spores are numbered region by region, in the
-    order of each region's first pixel (row by row), and within a region in that order
-    of their seeds.
+    99.9 % of the pixels in the same one), and except that two regions touching only at
+    a corner are never joined by one seed (which a whole-image split could do). But no
+    whole-image distance map, smoothed copy, h-maximum transform or watershed is ever
+    made, so the memory is that of the label image, and skimage's reconstruction and
+    watershed sort only the pixels of each region instead of a field that is mostly
+    background (a 1024² field of ~400 spores: 1.05 s whole, about 0.25 s region by
+    region). Pieces smaller than ``min_area`` pixels become background. Spores are
+    numbered region by region, in the order of each region's first pixel (row by row),
+    and within a region in that order of their seeds.
     """
     from skimage.morphology import local_maxima, reconstruction
     from skimage.segmentation import watershed
