@@ -274,8 +274,9 @@ def label_spores(prob_or_mask, threshold=0.5, min_area=MIN_AREA, split=True, h=S
     numpy.ndarray of int32
         0 = background, spores labelled 1..N consecutively, region by region in the
         order of each region's first pixel (row by row). The whole-image arrays are the
-        mask and the label image (about 6 bytes per pixel beside the input): every
-        region is split on its own (see :func:`split_touching`).
+        mask and the label image (5 bytes per pixel beside the input, about 13 at the
+        peak of hole filling and labelling): every region is split on its own (see
+        :func:`split_touching`).
     """
     mask = to_mask(prob_or_mask, threshold)
     if fill_holes:
