@@ -222,6 +222,11 @@ def _regions(mask, min_area):
 def split_touching(mask, h=SPLIT_H):
     """Instance labels of a binary mask, touching spores separated by a watershed.
 
+    Each 4-connected region of the mask is split on its own, in its bounding box padded
+    with a few background pixels: the memory beyond the label image and the time follow
+    the regions, not the image (the same spores as a split of the whole mask at once;
+    two regions that touch only at a corner stay two spores).
+
     Parameters
     ----------
     mask : array_like of bool
