@@ -146,8 +146,8 @@ def id_overlay(image, labels, centroids, ids, excluded=None, color=OUTLINE_COLOR
         The reported spores (0 = background), outlined in ``color``.
     centroids : array_like
         ``(n, 2)`` ``(row, column)`` where each id is written (centred), unless the
-        text would hide more than half of the spore's bounding box: then it goes just above it
-        (below, at the image's top edge), so that small spores stay visible.
+        text would hide more than half of the spore's bounding box: then it goes just
+        above the spore (below it at the image's top edge), so small spores stay visible.
     ids : sequence of int
         The ids to write, one per centroid: the spores' values in ``labels``.
     excluded : array_like of bool or int, optional
@@ -171,7 +171,9 @@ def id_overlay(image, labels, centroids, ids, excluded=None, color=OUTLINE_COLOR
     font = _font(int(font_size))
     stroke = max(1, int(font_size) // 6)
     ids = [int(i) for i in ids]
-    boxes = ndi.find_objects(np.asarray(labels), max_label=max(ids, default=0))
+    labels = np.asarray(labels)
+    boxes = ndi.find_objects(labels.astype(np.uint8) if labels.dtype == bool else labels,
+                             max_label=max(ids, default=0))
     for (row, col), number in zip(np.asarray(centroids, dtype=float).reshape(-1, 2), ids):
         text, anchor = str(number), "mm"
         box = boxes[number - 1] if 0 < number <= len(boxes) else None
