@@ -124,6 +124,14 @@ def normalization_range(image, low=1.0, high=99.8):
     return lo, hi
 
 
+def _rescale(image, lo, hi):
+    """``(image - lo) / (hi - lo)`` in one new float32 array (``/ 1`` when ``hi <= lo``):
+    the arithmetic of :func:`normalize` and :class:`PreparedImage`."""
+    x = np.subtract(image, np.float32(lo), dtype=np.float32)
+    x /= np.float32(hi - lo if hi > lo else 1.0)
+    return x
+
+
 def normalize(image, low=1.0, high=99.8, clip=False):
     """Percentile normalisation of one image over all its channels.
 
@@ -150,10 +158,7 @@ def normalize(image, low=1.0, high=99.8, clip=False):
         float32, same shape.
     """
     image = np.asarray(image)
-    lo, hi = normalization_range(image, low, high)
-    scale = hi - lo if hi > lo else 1.0
-    x = np.subtract(image, np.float32(lo), dtype=np.float32)  # one new float32 array
-    x /= np.float32(scale)
+    x = _rescale(image, *normalization_range(image, low, high))
     if clip:
         np.clip(x, 0.0, 1.0, out=x)
     return x
@@ -219,16 +224,12 @@ class PreparedImage:
             image = np.broadcast_to(image, (*image.shape[:2], channels))  # no copies
         else:
             image = to_channels(image, channels)
-        lo, hi = normalization_range(image, low, high)
         self._image = image
-        self._lo = np.float32(lo)
-        self._scale = np.float32(hi - lo if hi > lo else 1.0)
+        self._range = normalization_range(image, low, high)
         self.shape = image.shape
 
     def __getitem__(self, key):
-        x = np.subtract(self._image[key], self._lo, dtype=np.float32)
-        x /= self._scale
-        return x
+        return _rescale(self._image[key], *self._range)
 
     def __array__(self, dtype=None, copy=None):
         x = self[...]
