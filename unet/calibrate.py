@@ -35,7 +35,6 @@ from .count import (
     object_scores,
     relative_count_error,
     remove_small_regions,
-    split_touching,
 )
 from .errors import UsageError
 
@@ -48,9 +47,9 @@ AREA_FRACTIONS = (0.05, 0.1, 0.2, 0.35)
 
 
 def _objects(prob, threshold, h):
-    """``label_spores(prob, threshold, min_area=1, h=h)`` without the final relabelling."""
-    mask = ndi.binary_fill_holes(np.asarray(prob) > threshold)
-    return split_touching(mask, h)
+    """``label_spores(prob, threshold, min_area=1, h=h)``: every object, which each
+    ``min_area`` of the grid then only trims (:func:`remove_small_regions`)."""
+    return label_spores(prob, threshold, min_area=1, h=h)
 
 
 def _f1(tp, fp, fn):

@@ -109,15 +109,20 @@ def to_mask(prob_or_mask, threshold=0.5):
 
 def remove_small_regions(labels, min_area=MIN_AREA):
     """Set regions (of an integer label image) with fewer than ``min_area`` pixels to 0."""
-    labels = np.asarray(labels)
-    if min_area <= 1 or labels.max(initial=0) == 0:
-        return labels.copy()
-    sizes = np.bincount(labels.ravel())
+    out = np.array(labels)  # a copy
+    if min_area > 1 and out.max(initial=0) > 0:
+        _drop_small(out, np.bincount(out.ravel()), min_area)
+    return out
+
+
+def _drop_small(labels, sizes, min_area):
+    """Set the regions of ``labels`` (``sizes``: their pixel counts by id) with fewer
+    than ``min_area`` pixels to 0, in place; return which ids were dropped."""
     small = sizes < min_area
     small[0] = False
-    out = labels.copy()
-    out[small[labels]] = 0
-    return out
+    if small.any():
+        labels[small[labels]] = 0
+    return small
 
 
 def split_height(mask, ratio=SPLIT_RATIO):
@@ -212,10 +217,7 @@ def _regions(mask, min_area):
     place of the others 0), their number before dropping, and the areas kept."""
     regions, count = ndi.label(mask)
     sizes = np.bincount(regions.ravel(), minlength=count + 1)
-    small = sizes < min_area
-    small[0] = False
-    if small.any():
-        regions[small[regions]] = 0
+    small = _drop_small(regions, sizes, min_area)
     return regions, count, sizes[1:][~small[1:]]
 
 
