@@ -141,7 +141,7 @@ def split_height(mask, ratio=SPLIT_RATIO):
 _SPLIT_PAD = 3
 
 
-def _split_regions(regions, count, h, min_area=1):
+def _split_regions(regions, count, h, min_area=1, open_top=False):
     """Split the regions of a label image in place into pieces labelled 1..N; return N.
 
     ``regions`` (int32) holds ``count`` connected regions, 4-connected as
@@ -161,7 +161,9 @@ def _split_regions(regions, count, h, min_area=1):
     background (a 1024² field of ~400 spores: 1.05 s whole, about 0.25 s region by
     region). Pieces smaller than ``min_area`` pixels become background. Spores are
     numbered region by region, in the order of each region's first pixel (row by row),
-    and within a region in that order of their seeds.
+    and within a region in that order of their seeds. ``open_top``: the first row is
+    not the image's edge (a strip of a larger image, :func:`label_strips`), so regions
+    there get background above them too.
     """
     from skimage.morphology import local_maxima, reconstruction
     from skimage.segmentation import watershed
@@ -174,8 +176,9 @@ def _split_regions(regions, count, h, min_area=1):
         here = crop == index
         # background around it, except beyond the image's edge: there, as in a
         # distance map of the whole image, a cut spore is taken to go on
-        widths = [(pad if s.start > 0 else 0, pad if s.stop < size else 0)
-                  for s, size in zip(box, regions.shape)]
+        widths = [(pad if s.start > 0 or (axis == 0 and open_top) else 0,
+                   pad if s.stop < size else 0)
+                  for axis, (s, size) in enumerate(zip(box, regions.shape))]
         inside = np.pad(here, widths)
         unpad = tuple(slice(a, a + s.stop - s.start) for (a, _), s in zip(widths, box))
         distance = ndi.distance_transform_edt(inside)
@@ -297,6 +300,157 @@ def label_spores(prob_or_mask, threshold=0.5, min_area=MIN_AREA, split=True, h=S
     kept = np.flatnonzero(np.bincount(regions.ravel(), minlength=count + 1)[1:]) + 1
     ids[kept] = np.arange(1, kept.size + 1, dtype=np.int32)
     return ids[regions]
+
+
+@dataclass
+class StripLabels:
+    """One step of :func:`label_strips`.
+
+    Attributes
+    ----------
+    top : int
+        Image row of the first row of ``finished``.
+    finished : numpy.ndarray of int32
+        Rows ``top ..`` of the image holding the spores finished in this step (ids
+        ``first_id`` and up, consecutive), 0 elsewhere: each whole, so they can be
+        measured, traced and reported from it.
+    first_id : int
+        The id of the first spore finished here (ids go on across steps).
+    done_top : int
+        Image row of the first row of ``done``.
+    done : numpy.ndarray of int32
+        Final label rows ``done_top ..`` (every spore in them finished, in this step or
+        earlier); together the steps' ``done`` rows are the label image, top to bottom.
+    """
+
+    top: int
+    finished: np.ndarray
+    first_id: int
+    done_top: int
+    done: np.ndarray
+
+
+def _fill_strip_holes(mask, done, outside, at_top, last):
+    """:func:`scipy.ndimage.binary_fill_holes` for a strip of rows of a larger mask.
+
+    Background reaching the image's edge is never a hole; here that is background
+    touching the left or right edge, the top edge (first strip) or the bottom edge
+    (last strip), or holding a pixel known to reach it from earlier strips
+    (``outside``). Spores already finished (``done``) enclose holes like the rest of
+    the foreground. Background touching the strip's bottom edge that reaches no edge
+    yet is undecided: a later strip says whether it is a hole.
+
+    Returns
+    -------
+    (mask with the holes filled, background known to reach the edge, undecided
+    background)
+    """
+    background, n = ndi.label(~(mask | done))
+    reach = np.zeros(n + 1, bool)
+    for edge in (background[:, 0], background[:, -1], background[outside],
+                 *((background[0],) if at_top else ()), *((background[-1],) if last else ())):
+        reach[edge] = True
+    reach[0] = False
+    undecided = np.zeros(n + 1, bool)
+    if not last:
+        undecided[background[-1]] = True
+        undecided &= ~reach
+        undecided[0] = False
+    holes = ~(reach | undecided)
+    holes[0] = False
+    return mask | holes[background], reach[background], undecided[background]
+
+
+def label_strips(strips, height, threshold=0.5, min_area=MIN_AREA, split=True, h=SPLIT_H,
+                 fill_holes=True):
+    """:func:`label_spores` of an image given one strip of rows at a time.
+
+    What a huge probability map is counted with, in memory bounded by the strips
+    (and the tallest region) rather than the image: a region is labelled, split and
+    handed out as soon as no later row can touch it, and the rows above the first
+    region still open are final. Each region gets what :func:`label_spores` gives it
+    (the same pieces: every region is split on its own, its bounding box padded with
+    background except at the image's edges); the ids are numbered in the order the
+    regions are finished, so they can differ from :func:`label_spores`' numbering.
+    Holes are filled as :func:`scipy.ndimage.binary_fill_holes` fills them in the whole
+    mask: a background pocket that reaches the strip's lower edge waits, with the
+    regions around it, until a later strip shows whether it is closed.
+
+    Parameters
+    ----------
+    strips : iterable of (int, array_like)
+        ``(top, rows)``: probabilities or masks of image rows ``top ..``, in order and
+        without gaps (as :func:`unet.predict.predict_strips` yields them).
+    height : int
+        The image's height (the last strip ends there).
+    threshold, min_area, fill_holes
+        As for :func:`label_spores`.
+    split : bool
+        Separate touching spores; without it each region is one spore.
+    h : float
+        Split height in pixels (the relative default of :func:`label_spores` needs
+        every region first: count without splitting, then pass
+        ``_split_height`` of the areas).
+
+    Yields
+    ------
+    StripLabels
+    """
+    if split and h is None:
+        raise UsageError("label_strips needs a split height `h` in pixels.")
+    carry_mask = carry_labels = carry_outside = None
+    top, next_id, expected = 0, 1, 0
+    for start, rows in strips:
+        mask = to_mask(rows, threshold)
+        if start != expected:
+            raise UsageError(f"label_strips: a strip starts at row {start}, expected {expected}.")
+        expected = start + len(mask)
+        last = expected >= height
+        labels = np.zeros((len(mask) + (0 if carry_mask is None else len(carry_mask)),
+                           mask.shape[1]), np.int32)
+        outside = np.zeros(labels.shape, bool)
+        if carry_mask is not None:
+            mask = np.concatenate([carry_mask, mask])
+            labels[: len(carry_labels)] = carry_labels
+            outside[: len(carry_outside)] = carry_outside
+        undecided = None
+        if fill_holes:
+            mask, outside, undecided = _fill_strip_holes(mask, labels > 0, outside,
+                                                        top == 0, last)
+        regions, count = ndi.label(mask)
+        sizes = np.bincount(regions.ravel(), minlength=count + 1)
+        still_open = np.zeros(count + 1, bool)
+        if not last:
+            still_open[regions[-1]] = True
+            if undecided is not None and undecided.any():
+                # a background pocket that may turn out to be a hole: the regions
+                # around it may yet be joined by filling it
+                still_open[regions[ndi.binary_dilation(undecided)]] = True
+            still_open[0] = False
+        finished_ids = regions.copy()
+        finished_ids[still_open[regions]] = 0
+        _drop_small(finished_ids, sizes, min_area)
+        if split:
+            n = _split_regions(finished_ids, count, h, min_area, open_top=top > 0)
+        else:
+            kept = np.flatnonzero(np.bincount(finished_ids.ravel(), minlength=count + 1)[1:]) + 1
+            ids = np.zeros(count + 1, np.int32)
+            ids[kept] = np.arange(1, kept.size + 1, dtype=np.int32)
+            finished_ids, n = ids[finished_ids], int(kept.size)
+        np.add(finished_ids, np.int32(next_id - 1), out=finished_ids, where=finished_ids > 0)
+        labels += finished_ids
+        mask &= still_open[regions]  # what is left: the regions still open
+        del regions
+        pending = mask if undecided is None else mask | undecided
+        open_rows = np.flatnonzero(pending.any(axis=1))
+        keep_from = int(open_rows[0]) if open_rows.size else len(mask)
+        yield StripLabels(top, finished_ids, next_id, top, labels[:keep_from])
+        next_id += n
+        carry_mask, carry_labels = mask[keep_from:], labels[keep_from:]
+        carry_outside = outside[keep_from:]
+        top += keep_from
+        if last:
+            return
 
 
 def measure_spores(labels, intensity_image=None):

@@ -89,20 +89,42 @@ def to_channels(image, channels):
 PERCENTILE_SAMPLE = 1 << 22
 
 
+def _is_lazy(image):
+    """An array-like read from its file when indexed (:class:`unet.io.TiffRows`)."""
+    return not isinstance(image, np.ndarray) and hasattr(image, "rows")
+
+
+#: Rows of a lazily read image that are read at a time for its percentiles and extremes.
+_BLOCK_ROWS = 512
+
+
+def _blocks(image, step=1):
+    """Every ``step``-th row and column of an image (lazily read or not), a block of
+    rows at a time."""
+    rows = max(step, _BLOCK_ROWS // step * step)
+    for top in range(0, image.shape[0], rows):
+        yield image[top : top + rows : step, ::step]
+
+
 def percentile_sample(image, size=PERCENTILE_SAMPLE):
     """The pixels percentiles are computed from: ``image`` itself when it has at most
     ``size`` pixels, else every k-th row and column of it (k the smallest step that leaves
-    at most ``size`` pixels; a view, no copy)."""
-    image = np.asarray(image)
+    at most ``size`` pixels; a view, no copy). An image read lazily from its file is read
+    a block of rows at a time (its sample is a copy)."""
+    lazy = _is_lazy(image)
+    if not lazy:
+        image = np.asarray(image)
     if image.ndim < 2:
         return image
     pixels = image.shape[0] * image.shape[1]
-    if pixels <= size:
-        return image
-    step = int(np.ceil(np.sqrt(pixels / size)))
-    while -(-image.shape[0] // step) * -(-image.shape[1] // step) > size:
-        step += 1
-    return image[::step, ::step]
+    step = 1
+    if pixels > size:
+        step = int(np.ceil(np.sqrt(pixels / size)))
+        while -(-image.shape[0] // step) * -(-image.shape[1] // step) > size:
+            step += 1
+    if lazy:
+        return np.concatenate(list(_blocks(image, step)))
+    return image if step == 1 else image[::step, ::step]
 
 
 def normalization_range(image, low=1.0, high=99.8):
@@ -112,15 +134,26 @@ def normalization_range(image, low=1.0, high=99.8):
     most :data:`PERCENTILE_SAMPLE` pixels); the minimum and maximum, used when the two
     percentiles are equal, from every pixel.
     """
+    if not _is_lazy(image):
+        image = np.asarray(image)
+    if _is_lazy(image):
+        return _range(percentile_sample(image), low, high,
+                      lambda: zip(*((b.min(), b.max()) for b in _blocks(image))))
+    return _range(percentile_sample(image), low, high, lambda: ([image.min()], [image.max()]))
+
+
+def _range(sample, low, high, extremes):
+    """The percentiles of ``sample``, or (when equal) ``min``/``max`` of what
+    ``extremes()`` gives: ``(minima, maxima)`` of the image's blocks."""
     if not 0 <= low < high <= 100:
         raise UsageError(f"Need 0 <= `low` < `high` <= 100, got low={low}, high={high}.")
-    image = np.asarray(image)
-    sample = np.array(percentile_sample(image), dtype=np.float32)  # a copy, sorted in place
+    sample = np.array(sample, dtype=np.float32)  # a copy, sorted in place
     lo, hi = (float(v) for v in np.percentile(sample, [low, high], overwrite_input=True))
     del sample
     if not hi > lo:
         # of the float32 values, as the result is computed (rounding keeps the order)
-        lo, hi = float(np.float32(np.min(image))), float(np.float32(np.max(image)))
+        lows, highs = extremes()
+        lo, hi = float(np.float32(min(lows))), float(np.float32(max(highs)))
     return lo, hi
 
 
@@ -197,7 +230,9 @@ class PreparedImage:
     ``prepare_image(image, channels, low, high)[key]`` (float32; tested), so predictions
     are the same; what is held is the image as read (a gray image given to a
     3-channel model is a view of its one channel). For an 8-bit RGB image that is 3
-    bytes per pixel instead of 12 more.
+    bytes per pixel instead of 12 more. Given an image read lazily from its file
+    (:class:`unet.io.TiffRows`), nothing of it is held: the percentiles come from a
+    sample read a block of rows at a time, and each window is read when indexed.
 
     Parameters
     ----------
@@ -216,21 +251,51 @@ class PreparedImage:
     dtype = np.dtype(np.float32)
 
     def __init__(self, image, channels=3, low=1.0, high=99.8):
-        image = np.asarray(image)
-        channels = int(channels)
-        if image.ndim == 2:
-            image = image[..., None]
-        if image.ndim == 3 and image.shape[2] == 1 and channels > 1:
-            image = np.broadcast_to(image, (*image.shape[:2], channels))  # no copies
+        self._channels = int(channels)
+        if _is_lazy(image):  # read from the file window by window
+            self._lazy = image
+            self._range = _range(
+                _channels_view(percentile_sample(image), self._channels), low, high,
+                lambda: zip(*((v.min(), v.max()) for v in
+                              (_channels_view(b, self._channels) for b in _blocks(image)))))
+            self.shape = (*image.shape[:2], self._channels)
+            return
+        self._lazy = None
+        self._image = _channels_view(np.asarray(image), self._channels)
+        self._range = normalization_range(self._image, low, high)
+        self.shape = self._image.shape
+
+    @classmethod
+    def _of(cls, image, value_range):
+        """A prepared image over ``image`` (channels already the model's) and a range."""
+        prepared = cls.__new__(cls)
+        prepared._lazy, prepared._image, prepared._range = None, image, value_range
+        prepared._channels, prepared.shape = image.shape[2], image.shape
+        return prepared
+
+    def take_rows(self, rows):
+        """The image's rows ``rows`` (integer positions or a slice) as a prepared image
+        with this image's normalisation: what a row of tiles reads, held as read."""
+        if self._lazy is not None:
+            band = _channels_view(self._lazy[rows], self._channels)
         else:
-            image = to_channels(image, channels)
-        self._image = image
-        self._range = normalization_range(image, low, high)
-        self.shape = image.shape
+            band = self._image[rows]
+        return PreparedImage._of(band, self._range)
 
     def __getitem__(self, key):
+        if self._lazy is not None:
+            return _rescale(to_channels(self._lazy[key], self._channels), *self._range)
         return _rescale(self._image[key], *self._range)
 
     def __array__(self, dtype=None, copy=None):
-        x = self[...]
+        x = self[:, :]
         return x if dtype is None else x.astype(dtype, copy=False)
+
+
+def _channels_view(image, channels):
+    """:func:`to_channels`, with gray given to a several-channel model as a view."""
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim == 3 and image.shape[2] == 1 and channels > 1:
+        return np.broadcast_to(image, (*image.shape[:2], channels))  # no copies
+    return to_channels(image, channels)

@@ -824,3 +824,211 @@ def save_png(array, path, compress_level=6):
     with atomic_path(path) as tmp:
         Image.fromarray(np.asarray(array)).save(tmp, format="PNG",
                                                 compress_level=int(compress_level))
+
+
+class PngRows:
+    """A PNG written one block of rows at a time (8-bit gray or RGB).
+
+    Pillow encodes a PNG from a whole image in memory; this writes the rows as they
+    come (zlib-compressed as the PNG format stores them, filter type 0), so a
+    20000 x 20000 mask or overlay costs one block of rows, not 400 MB-1.2 GB. Used as
+    a context manager inside :func:`atomic_path`; :func:`save_png` writes the same
+    pixels from a whole array.
+
+    Parameters
+    ----------
+    path : path
+        The file to write (the caller's temporary name).
+    shape : (int, int)
+        ``(height, width)``.
+    channels : {1, 3}
+        Gray or RGB.
+    compress_level : int
+        zlib's level, 0-9.
+    """
+
+    def __init__(self, path, shape, channels=1, compress_level=6):
+        import zlib
+
+        self.height, self.width = (int(v) for v in shape)
+        self.channels = int(channels)
+        if self.channels not in (1, 3):
+            raise UsageError(f"PngRows writes gray or RGB, not {channels} channels.")
+        self._file = open(path, "wb")
+        self._zip = zlib.compressobj(int(compress_level))
+        self._rows = 0
+        self._file.write(b"\x89PNG\r\n\x1a\n")
+        self._chunk(b"IHDR", np.array([self.width, self.height], ">u4").tobytes()
+                    + bytes([8, 0 if self.channels == 1 else 2, 0, 0, 0]))
+
+    def _chunk(self, kind, data):
+        import zlib
+
+        self._file.write(np.uint32(len(data)).astype(">u4").tobytes() + kind + data)
+        self._file.write(np.uint32(zlib.crc32(data, zlib.crc32(kind))).astype(">u4").tobytes())
+
+    def write(self, rows):
+        """Append ``(n, width)`` (gray) or ``(n, width, 3)`` (RGB) uint8 rows."""
+        rows = np.asarray(rows, np.uint8).reshape(-1, self.width * self.channels)
+        if self._rows + len(rows) > self.height:
+            raise UsageError(f"PngRows: {self._rows + len(rows)} rows for a PNG of {self.height}.")
+        lines = np.zeros((len(rows), rows.shape[1] + 1), np.uint8)  # filter byte 0: none
+        lines[:, 1:] = rows
+        data = self._zip.compress(lines.tobytes())
+        if data:
+            self._chunk(b"IDAT", data)
+        self._rows += len(rows)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, traceback):
+        try:
+            if kind is None:
+                if self._rows != self.height:
+                    raise UsageError(f"PngRows: {self._rows} rows written of {self.height}.")
+                self._chunk(b"IDAT", self._zip.flush())
+                self._chunk(b"IEND", b"")
+        finally:
+            self._file.close()
+
+
+class TiffRows:
+    """The pixels of a one-image TIFF, read from the file block by block when indexed.
+
+    An array-like (``shape``, ``dtype``, ``ndim``, indexing by rows and columns) that
+    decodes only the strips or tiles a window needs (tifffile's own decoders: any
+    compression it reads), so a large TIFF is never held whole: what
+    :func:`unet.batch.predict_images` reads a huge image through. Indexing reads the
+    bounding rows of the key and indexes them; the result is what
+    :func:`unet.imagefile.read_image_channels` gives for the same pixels.
+
+    Only TIFFs whose one page holds ``(height, width)`` or ``(height, width,
+    samples)`` interleaved pixels are read this way (:meth:`open` returns None for
+    others, which are read whole).
+
+    Parameters
+    ----------
+    path : path
+    channel : sequence of int, optional
+        Samples to keep (a single one gives a 2-D image).
+    """
+
+    def __init__(self, path, page_info, channel=None):
+        self.path = Path(path)
+        (self._offsets, self._counts, self._rows_per, self._tile_w, self._contiguous,
+         self._dtype, height, width, self._samples) = page_info
+        self._channel = None if channel is None else list(channel)
+        n = self._samples if self._channel is None else len(self._channel)
+        self.shape = (height, width) if n == 1 else (height, width, n)
+        self.ndim = len(self.shape)
+        self.dtype = np.dtype(self._dtype).newbyteorder("=")
+        self._lock = threading.Lock()
+        self._file = None
+
+    @classmethod
+    def open(cls, path, channel=None):
+        """A :class:`TiffRows` of ``path``, or None when its layout is not one it reads
+        (several pages or series, planes stored apart, an unusual sample layout)."""
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            if len(tif.series) != 1 or len(tif.pages) != 1:
+                return None
+            page = tif.pages[0]
+            _, depth, height, width, samples = page.shaped
+            if (page.shaped[0] != 1 or depth != 1 or page.planarconfig not in (1, None)
+                    and samples > 1 or page.dtype is None or page.dtype.kind == "b"):
+                return None
+            if samples > 1 and tif.series[0].axes not in ("YXS",):
+                return None
+            if samples == 1 and tif.series[0].axes not in ("YX",):
+                return None
+            rows_per = page.tilelength if page.is_tiled else page.rowsperstrip
+            info = (tuple(int(o) for o in page.dataoffsets),
+                    tuple(int(c) for c in page.databytecounts), int(rows_per or height),
+                    int(page.tilewidth) if page.is_tiled else 0,
+                    page.is_contiguous is not None and page.compression == 1
+                    and not page.is_tiled and page.fillorder == 1 and page.predictor == 1,
+                    page.dtype.newbyteorder(tif.byteorder), height, width, samples)
+        return cls(path, info, channel)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_file"], state["_lock"] = None, None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def close(self):
+        """Close the file (reopened when read again)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _read(self, offset, count):
+        if self._file is None:
+            self._file = open(self.path, "rb")
+        self._file.seek(offset)
+        data = self._file.read(count)
+        if len(data) != count:
+            raise UsageError(f"{self.path} is truncated: a block of pixels ends early.")
+        return data
+
+    def rows(self, top, bottom):
+        """Image rows ``top .. bottom`` (clipped to the image), all columns."""
+        import tifffile
+
+        height, width = self.shape[:2]
+        top, bottom = max(0, int(top)), min(height, int(bottom))
+        samples, dtype = self._samples, np.dtype(self._dtype)
+        out = np.empty((max(0, bottom - top), width, samples), dtype.newbyteorder("="))
+        if bottom <= top:
+            return self._pick(out)
+        with self._lock:
+            if self._contiguous:
+                line = width * samples * dtype.itemsize
+                data = self._read(self._offsets[0] + top * line, (bottom - top) * line)
+                out[:] = np.frombuffer(data, dtype).reshape(out.shape)
+                return self._pick(out)
+            with tifffile.TiffFile(self.path) as tif:
+                page = tif.pages[0]
+                across = -(-width // self._tile_w) if self._tile_w else 1
+                for band in range(top // self._rows_per, -(-bottom // self._rows_per)):
+                    for k in range(band * across, (band + 1) * across):
+                        data = self._read(self._offsets[k], self._counts[k])
+                        block, (_, _, y, x, _), _ = page.decode(data, k)
+                        block = block.reshape(block.shape[-3:])
+                        y0, y1 = max(y, top), min(y + block.shape[0], bottom, height)
+                        x1 = min(x + block.shape[1], width)
+                        out[y0 - top : y1 - top, x:x1] = block[y0 - y : y1 - y, : x1 - x]
+        if out.dtype == bool:
+            out = out.astype(np.uint8)
+        return self._pick(out)
+
+    def _pick(self, block):
+        if self._channel is not None:
+            block = block[..., self._channel]
+        return block[..., 0] if block.shape[2] == 1 else block
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        rows = key[0] if key else slice(None)
+        if isinstance(rows, slice):
+            top, bottom, step = rows.indices(self.shape[0])
+            if step < 0:
+                raise IndexError("TiffRows reads rows top to bottom (no negative steps).")
+            block = self.rows(top, bottom)
+            return block[(slice(None, None, step), *key[1:])]
+        index = np.asarray(rows)
+        if index.dtype == bool or index.size == 0:
+            raise IndexError("TiffRows takes a slice or integer positions of rows.")
+        top = int(index.min())
+        block = self.rows(top, int(index.max()) + 1)
+        return block[(index - top, *key[1:])]
+
+    def __array__(self, dtype=None, copy=None):
+        block = self.rows(0, self.shape[0])
+        return block if dtype is None else block.astype(dtype, copy=False)

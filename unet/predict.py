@@ -349,7 +349,7 @@ def predict_tiled(
         square tiles, rotated/transposed) tiles, each mapped back. ``True`` means
         ``"d4"`` (8 transforms) for square tiles, else ``"flips"`` (4).
     progress : bool
-        Show a tqdm bar over the tile batches.
+        Show a tqdm bar over the rows of tiles.
     max_tile, margin
         See :func:`plan_tiles`.
     all_classes : bool
@@ -361,6 +361,27 @@ def predict_tiled(
     numpy.ndarray
         float32 ``(height, width)``: the sigmoid output, or for a softmax model
         the class-1 probability; ``(height, width, C)`` with ``all_classes``.
+    """
+    image = _as_model_input(image, model_geometry(model).channels)
+    result = None
+    for top, block in predict_strips(model, image, tile, batch_size, tta, progress, max_tile,
+                                     margin, all_classes=True):
+        if result is None:
+            result = np.empty((image.shape[0], *block.shape[1:]), np.float32)
+        result[top : top + len(block)] = block
+    return result if all_classes else _foreground(result)
+
+
+def predict_strips(model, image, tile=None, batch_size=2, tta=False, progress=False,
+                   max_tile=MAX_TILE, margin=None, all_classes=False):
+    """:func:`predict_tiled`'s map one strip of rows at a time, top to bottom.
+
+    Yields ``(top, strip)``: the probabilities of image rows ``top .. top +
+    len(strip)``, each strip delivered by one row of tiles (``plan.stride[0]`` rows,
+    fewer at the bottom). What is held is one row of tiles and its strip, so an image
+    read lazily (:class:`unet.io.TiffRows` in a :class:`unet.image.PreparedImage`)
+    is predicted in memory bounded by the tiles, not the image. Same parameters as
+    :func:`predict_tiled`; the strips put together are its result.
     """
     geometry = model_geometry(model)
     image = _as_model_input(image, geometry.channels)
@@ -380,7 +401,7 @@ def predict_tiled(
             f"Model {model.name!r} has valid padding and resizes its skip features, so its "
             "output depends on the tile size; pass tile= the size it was trained on (e.g. "
             "284), or build valid models with skip='crop'.",
-            stacklevel=2,
+            stacklevel=3,
         )
     if int(batch_size) < 1:
         raise UsageError(f"batch_size must be at least 1, got {batch_size!r}.")
@@ -389,29 +410,35 @@ def predict_tiled(
     )
     mode = _tta_mode(tta, plan.tile)
     transforms = _transforms(mode) if mode else [(lambda x: x, lambda y: y)]
-
-    channels = geometry.num_classes
-    result = np.empty((height, width, channels), np.float32)
-    origins = plan.tile_origins()
-    batches = [origins[i : i + int(batch_size)] for i in range(0, len(origins), int(batch_size))]
+    (th, tw), (sh, sw), (fh, fw) = plan.tile, plan.stride, plan.offset
+    tile_rows = range(plan.grid[0])
     if progress:
         from tqdm.auto import tqdm
 
-        batches = tqdm(batches, desc="tiles", unit="batch")
-    (th, tw), (sh, sw), (fh, fw) = plan.tile, plan.stride, plan.offset
-    for batch in batches:
-        x = np.stack([_tile_input(image, r, c, th, tw) for r, c in batch])
-        y = None
-        for forward, inverse in transforms:
-            out = inverse(np.asarray(model.predict_on_batch(np.ascontiguousarray(forward(x)))))
-            y = out.astype(np.float32) if y is None else y + out
-        if len(transforms) > 1:
-            y /= len(transforms)
-        for k, (r, c) in enumerate(batch):
-            top, left = r + plan.context[0], c + plan.context[1]  # image position delivered
-            rows, cols = min(sh, height - top), min(sw, width - left)
-            result[top : top + rows, left : left + cols] = y[k, fh : fh + rows, fw : fw + cols]
-    return result if all_classes else _foreground(result)
+        tile_rows = tqdm(tile_rows, desc="tiles", unit="row")
+    for i in tile_rows:
+        top = i * sh
+        rows = min(sh, height - top)
+        strip = np.empty((rows, width, geometry.num_classes), np.float32)
+        origins = [(top - plan.context[0], j * sw - plan.context[1]) for j in range(plan.grid[1])]
+        source, first = image, origins[0][0]
+        if isinstance(image, PreparedImage):  # this row of tiles' rows, read once
+            source = image.take_rows(mirror_indices(np.arange(first, first + th), height))
+            first = 0
+        for b in range(0, len(origins), int(batch_size)):
+            batch = origins[b : b + int(batch_size)]
+            x = np.stack([_tile_input(source, first, c, th, tw) for _, c in batch])
+            y = None
+            for forward, inverse in transforms:
+                out = inverse(np.asarray(model.predict_on_batch(np.ascontiguousarray(forward(x)))))
+                y = out.astype(np.float32) if y is None else y + out
+            if len(transforms) > 1:
+                y /= len(transforms)
+            for k, (_, c) in enumerate(batch):
+                left = c + plan.context[1]
+                cols = min(sw, width - left)
+                strip[:, left : left + cols] = y[k, fh : fh + rows, fw : fw + cols]
+        yield top, (strip if all_classes else _foreground(strip))
 
 
 def _tile_input(image, top, left, height, width):
