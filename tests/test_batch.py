@@ -222,3 +222,136 @@ def test_temporaries_of_a_killed_predict_are_removed_and_others_kept(tmp_path, m
     images = sorted((sample_dir / "test" / "images").glob("*.png"))[:1]
     predict_images(model, images, out)
     assert not left.exists() and mine.read_text() == "mine"
+
+
+# --------------------------------------------------------------------------------------
+# Large images: strip by strip
+# --------------------------------------------------------------------------------------
+def _same_spores_up_to_ids(whole, strips):
+    """The two label images hold the same spores (pixel for pixel); returns strip id ->
+    whole id."""
+    assert ((whole > 0) == (strips > 0)).all()
+    pairs = np.unique(np.stack([strips[strips > 0], whole[strips > 0]]), axis=1)
+    assert pairs.shape[1] == len(set(pairs[0])) == len(set(pairs[1])) == whole.max() == strips.max()
+    return dict(zip(pairs[0].tolist(), pairs[1].tolist()))
+
+
+@pytest.mark.parametrize("options", [
+    {"split_h": 0.5},
+    {"exclude_border": True, "max_area": 150},  # relative split height: a counting pass first
+])
+def test_a_large_image_is_predicted_strip_by_strip_with_the_same_outputs(
+        tmp_path, model, monkeypatch, options):
+    import unet.batch
+    from unet.count import label_spores
+    from unet.io import is_temporary_name
+    from unet.render import id_overlay
+    from unet.spores import render_field
+
+    image, _ = render_field(3, (330, 250))[:2]
+    tifffile.imwrite(tmp_path / "big.tif", image, rowsperstrip=23, compression="zlib")
+    whole = predict_images(model, [tmp_path / "big.tif"], tmp_path / "whole", probability=True,
+                           **options)
+    monkeypatch.setattr(unet.batch, "STRIP_PIXELS", 1000)  # every image strip by strip
+    monkeypatch.setattr(unet.batch, "_STRIP_ROWS", 40)
+    strips = predict_images(model, [tmp_path / "big.tif"], tmp_path / "strips", probability=True,
+                            **options)
+    assert strips == whole and whole[0][1] > 20
+    a, b = tmp_path / "whole", tmp_path / "strips"
+    assert (a / "summary.csv").read_text() == (b / "summary.csv").read_text()
+    np.testing.assert_array_equal(np.asarray(Image.open(a / "big_mask.png")),
+                                  np.asarray(Image.open(b / "big_mask.png")))
+    np.testing.assert_array_equal(tifffile.imread(a / "big_prob.tif"),
+                                  tifffile.imread(b / "big_prob.tif"))
+    labels = tifffile.imread(b / "big_labels.tif")
+    assert labels.dtype == np.uint16
+    to_whole = _same_spores_up_to_ids(tifffile.imread(a / "big_labels.tif"), labels)
+    by_id = {int(r["id"]): r for r in rows(a / "spores.csv")}
+    table = rows(b / "spores.csv")
+    assert [int(r["id"]) for r in table] == list(range(1, len(table) + 1))
+    for row in table:  # every measurement the same, only the numbering may differ
+        other = by_id[to_whole[int(row["id"])]]
+        assert row.keys() == other.keys()
+        for column in row.keys() - {"id"}:  # centroids: offset by the strip's row
+            assert row[column] == other[column] or float(row[column]) == pytest.approx(
+                float(other[column]), rel=1e-12), column
+    areas = np.bincount(labels.ravel())[1:]
+    rois = roifile.roiread(b / "big_rois.zip")
+    assert [int(r.name) for r in rois] == list(range(1, len(table) + 1))
+    assert [abs(polygon_area(r.coordinates())) for r in rois] == list(areas)
+    # the overlay drawn strip by strip is the overlay of the whole image with these ids
+    found = label_spores(tifffile.imread(a / "big_prob.tif"), h=options.get("split_h"))
+    drawn = id_overlay(image, labels, [(float(r["centroid_y_px"]), float(r["centroid_x_px"]))
+                                       for r in table], [int(r["id"]) for r in table],
+                       excluded=(found > 0) & (labels == 0))
+    np.testing.assert_array_equal(np.asarray(Image.open(b / "big_overlay.png")), drawn)
+    assert not [p.name for p in b.iterdir() if is_temporary_name(p.name)]  # no scratch left
+
+
+def test_a_large_tiff_is_read_lazily_and_a_blank_one_gives_no_spores(tmp_path, model,
+                                                                     monkeypatch):
+    import unet.batch
+    from unet.io import TiffRows
+
+    monkeypatch.setattr(unet.batch, "STRIP_PIXELS", 1000)
+    monkeypatch.setattr(unet.batch, "_STRIP_ROWS", 32)
+    opened = []
+    real_open = TiffRows.open.__func__
+
+    def spy(cls, path, channel=None):
+        found = real_open(cls, path, channel)
+        opened.append(found)
+        return found
+
+    monkeypatch.setattr(TiffRows, "open", classmethod(spy))
+    tifffile.imwrite(tmp_path / "blank.tif", np.full((90, 70), 512, np.uint16))
+    with pytest.warns(UserWarning, match="same value in every pixel"):
+        counts = predict_images(model, [tmp_path / "blank.tif"], tmp_path / "out")
+    assert counts == [("blank", 0)] and any(isinstance(o, TiffRows) for o in opened)
+    assert not np.asarray(Image.open(tmp_path / "out" / "blank_mask.png")).any()
+    assert tifffile.imread(tmp_path / "out" / "blank_labels.tif").max() == 0
+    overlay = np.asarray(Image.open(tmp_path / "out" / "blank_overlay.png"))
+    assert overlay.shape == (90, 70, 3)
+
+
+def test_the_memory_estimate_of_a_large_image_follows_its_width(tmp_path):
+    import unet.batch
+
+    tall = unet.batch.predict_memory(((40000, 5000), 3, 1), lazy=True)
+    wide = unet.batch.predict_memory(((5000, 40000), 3, 1), lazy=True)
+    whole = unet.batch.predict_memory(((4000, 4000), 3, 1))
+    assert whole == unet.batch.PREDICT_FIXED_BYTES + 4000 * 4000 * (
+        unet.batch.PREDICT_BYTES_PER_PIXEL + 3)
+    assert tall < wide < unet.batch.predict_memory(((5000, 40000), 3, 1))  # the image itself
+    # twice as tall: only the 1-bit mask grows
+    assert unet.batch.predict_memory(((80000, 5000), 3, 1), lazy=True) - tall == 40000 * 5000 // 8
+
+
+def test_a_strip_by_strip_predict_that_fails_midway_leaves_no_half_written_file(
+        tmp_path, model, monkeypatch):
+    import unet.batch
+    from unet.io import is_temporary_name
+    from unet.spores import render_field
+
+    image, _ = render_field(4, (200, 150))[:2]
+    tifffile.imwrite(tmp_path / "big.tif", image)
+    monkeypatch.setattr(unet.batch, "STRIP_PIXELS", 1000)
+    monkeypatch.setattr(unet.batch, "_STRIP_ROWS", 30)
+    real = unet.batch.label_strips
+
+    def failing(*args, **kwargs):
+        for k, step in enumerate(real(*args, **kwargs)):
+            if k == 3:
+                raise OSError(28, "No space left on device")
+            yield step
+
+    monkeypatch.setattr(unet.batch, "label_strips", failing)
+    with pytest.raises(OSError, match="No space"):
+        predict_images(model, [tmp_path / "big.tif"], tmp_path / "out", split_h=0.5)
+    left = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != ".unet.lock")
+    assert left == ["big_mask.png"]  # complete: written before the failure
+    assert np.asarray(Image.open(tmp_path / "out" / "big_mask.png")).shape == (200, 150)
+    monkeypatch.setattr(unet.batch, "label_strips", real)
+    assert predict_images(model, [tmp_path / "big.tif"], tmp_path / "out", split_h=0.5,
+                          overwrite=True)[0][1] > 0
+    assert not [p for p in (tmp_path / "out").iterdir() if is_temporary_name(p.name)]

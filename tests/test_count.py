@@ -321,3 +321,75 @@ def test_spores_are_numbered_consecutively_region_by_region():
     labels = label_spores(mask, min_area=120)  # the small disk: about 80 px
     assert np.array_equal(np.unique(labels), [0, 1, 2])
     assert labels[12, 12] == 1 and labels[12, 25] == 0 and labels[45, 40] == 2
+
+
+def _strips(array, rows):
+    for top in range(0, len(array), rows):
+        yield top, array[top : top + rows]
+
+
+def _put_together(steps, shape):
+    """The label image of label_strips' steps, checking that the final rows come in order."""
+    out, done = np.zeros(shape, np.int32), 0
+    for step in steps:
+        assert step.done_top == done
+        out[done : done + len(step.done)] = step.done
+        done += len(step.done)
+        finished = step.finished[step.finished > 0]
+        if finished.size:  # the spores finished in a step come whole and numbered on
+            assert finished.min() == step.first_id
+    assert done == shape[0]
+    return out
+
+
+def _same_up_to_ids(a, b):
+    assert ((a > 0) == (b > 0)).all()
+    pairs = np.unique(np.stack([a[a > 0], b[a > 0]]), axis=1)
+    assert pairs.shape[1] == len(set(pairs[0])) == len(set(pairs[1])) == a.max() == b.max()
+
+
+@pytest.mark.parametrize("rows", [1, 7, 50, 400])
+def test_labelling_strip_by_strip_finds_the_spores_of_the_whole_mask(rows):
+    from unet.count import label_strips
+    from unet.spores import SporeStyle, render_field
+
+    dense = SporeStyle(field_density=900.0, touching=0.35, overlapping=0.15)
+    _, labels = render_field(5, shape=(300, 260), style=dense)
+    mask = labels > 0
+    mask[100:130, 100:130] = True  # a square with a hole: filled
+    mask[110:120, 110:120] = False
+    mask[200:260, 20] = True  # a tall thin region spanning strips
+    whole = label_spores(mask, min_area=8, h=0.5)
+    strips = _put_together(label_strips(_strips(mask, rows), 300, min_area=8, h=0.5),
+                           mask.shape)
+    assert whole.max() > 50 and strips[115, 115] > 0
+    _same_up_to_ids(whole, strips)
+
+
+def test_holes_closed_only_further_down_are_filled_as_in_the_whole_mask():
+    """A ragged mask (smoothed noise at the percolation threshold: pockets closed by
+    several regions, regions joined by filling them) gives the whole mask's spores."""
+    from unet.count import label_strips
+
+    noise = ndi.gaussian_filter(np.random.default_rng(1).random((300, 240)), 3)
+    prob = (noise - noise.min()) / (noise.max() - noise.min())
+    whole = label_spores(prob, 0.55, min_area=3, h=0.5)
+    assert not (ndi.binary_fill_holes(prob > 0.55) == (prob > 0.55)).all()
+    for rows in (5, 13, 64):
+        _same_up_to_ids(whole, _put_together(
+            label_strips(_strips(prob, rows), 300, 0.55, min_area=3, h=0.5), prob.shape))
+
+
+def test_label_strips_counts_without_splitting_and_refuses_gaps():
+    from unet.count import _split_height, label_strips, split_height
+    from unet.errors import UsageError
+
+    mask = draw((90, 80), ("disk", (20, 20), 9), ("disk", (20, 36), 9), ("disk", (70, 40), 12))
+    regions = _put_together(label_strips(_strips(mask, 10), 90, split=False, min_area=1),
+                            mask.shape)
+    assert regions.max() == 2  # the touching pair is one region
+    assert _split_height(np.bincount(regions.ravel())[1:]) == split_height(mask)
+    with pytest.raises(UsageError, match="split height"):
+        next(label_strips(_strips(mask, 10), 90, h=None))
+    with pytest.raises(UsageError, match="starts at row 20, expected 10"):
+        list(label_strips(((t, r) for t, r in _strips(mask, 10) if t != 10), 90, h=1.0))

@@ -108,3 +108,93 @@ def test_a_tiff_that_cannot_fit_is_refused_before_its_pixels_are_read(tmp_path, 
         with pytest.raises(UsageError, match=r"big.tif is 12000 x 10000 pixels; decoding it "
                                              r"would need about 343.3 MB"):
             read(path)
+
+
+# --------------------------------------------------------------------------------------
+# Reading and writing a block of rows at a time
+# --------------------------------------------------------------------------------------
+_RNG = np.random.default_rng(3)
+
+
+@pytest.mark.parametrize("name, array, options", [
+    ("plain_rgb", (_RNG.random((120, 97, 3)) * 255).astype(np.uint8), {}),
+    ("zlib_strips_16bit", (_RNG.random((120, 97)) * 65535).astype(np.uint16),
+     {"rowsperstrip": 17, "compression": "zlib"}),
+    ("tiles_rgb", (_RNG.random((120, 97, 3)) * 255).astype(np.uint8),
+     {"tile": (32, 32), "compression": "zlib"}),
+    ("big_endian_float", _RNG.random((120, 97)).astype(np.float32), {"byteorder": ">"}),
+    ("predictor", (_RNG.random((120, 97)) * 65535).astype(np.uint16),
+     {"compression": "zlib", "predictor": True, "rowsperstrip": 50}),
+    ("rgba", (_RNG.random((120, 97, 4)) * 255).astype(np.uint8), {"extrasamples": ["unassalpha"]}),
+])
+def test_a_tiff_read_block_by_block_gives_the_pixels_read_whole(tmp_path, name, array, options):
+    import tifffile
+
+    from unet.image import PreparedImage, prepare_image
+    from unet.imagefile import read_image_channels
+    from unet.io import TiffRows
+
+    path = tmp_path / f"{name}.tif"
+    tifffile.imwrite(path, array, **options)
+    lazy, whole = TiffRows.open(path), read_image_channels(path)
+    assert lazy.shape == whole.shape and lazy.dtype == whole.dtype
+    np.testing.assert_array_equal(np.asarray(lazy), whole)
+    np.testing.assert_array_equal(lazy[31:107:3], whole[31:107:3])
+    rows, cols = np.array([3, 2, 1, 0, 1, 2, 40]), np.array([0, 1, 96, 95, 50])
+    np.testing.assert_array_equal(lazy[np.ix_(rows, cols)], whole[np.ix_(rows, cols)])
+    for channels in (1, 3):
+        prepared, expected = PreparedImage(lazy, channels), prepare_image(whole, channels)
+        np.testing.assert_array_equal(np.asarray(prepared), expected)
+        band = np.ix_(rows[:-1], cols)
+        np.testing.assert_array_equal(prepared.take_rows(slice(10, 40))[band],
+                                      expected[10:40][band])
+    if array.ndim == 3:
+        picked = TiffRows.open(path, (1,))
+        np.testing.assert_array_equal(np.asarray(picked), whole[..., 1])
+
+
+def test_tiffs_of_several_images_are_not_read_block_by_block(tmp_path):
+    import tifffile
+
+    from unet.io import TiffRows
+
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((3, 20, 20), np.uint8))
+    tifffile.imwrite(tmp_path / "pages.tif", np.zeros((20, 20), np.uint8))
+    tifffile.imwrite(tmp_path / "pages.tif", np.zeros((20, 20), np.uint8), append=True)
+    assert TiffRows.open(tmp_path / "stack.tif") is None
+    assert TiffRows.open(tmp_path / "pages.tif") is None
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_png_written_row_by_row_reads_back(tmp_path, channels):
+    from unet.io import PngRows
+
+    shape = (45, 31) if channels == 1 else (45, 31, 3)
+    array = (_RNG.random(shape) * 255).astype(np.uint8)
+    with PngRows(tmp_path / "a.png", array.shape[:2], channels) as png:
+        for top in range(0, 45, 20):
+            png.write(array[top : top + 20])
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a.png")), array)
+    with pytest.raises(UsageError, match="45 rows for a PNG of 40"):
+        with PngRows(tmp_path / "b.png", (40, 31), channels) as png:
+            png.write(array[:45])
+    with pytest.raises(UsageError, match="20 rows written of 40"):
+        with PngRows(tmp_path / "c.png", (40, 31), channels) as png:
+            png.write(array[:20])
+
+
+def test_raw_rows_keep_what_is_appended_and_scratch_files_go(tmp_path):
+    from unet.io import RawRows, is_temporary_name, scratch_path
+
+    array = (_RNG.random((50, 13)) * 1e6).astype(np.uint32)
+    with scratch_path(tmp_path, "labels.raw") as path:
+        assert is_temporary_name(path.name)
+        raw = RawRows(path, 13, np.uint32)
+        raw.append(array[:20])
+        raw.append(array[20:])
+        assert raw.shape == (50, 13)
+        np.testing.assert_array_equal(raw[5:33], array[5:33])
+        with pytest.raises(IndexError):
+            raw[::2]
+        raw.close()
+    assert not list(tmp_path.iterdir())

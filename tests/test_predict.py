@@ -286,3 +286,21 @@ def test_predict_many_equals_predict_tiled_image_by_image():
     for image, got in zip(images, many):
         assert got.shape == image.shape[:2]
         np.testing.assert_allclose(got, predict_tiled(model, image), atol=1e-5)
+
+
+def test_strips_of_rows_put_together_are_the_tiled_prediction(tmp_path):
+    import tifffile
+
+    from unet.image import PreparedImage
+    from unet.io import TiffRows
+    from unet.predict import predict_strips
+
+    raw = RNG.integers(0, 65536, (150, 83), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "a.tif", raw, rowsperstrip=11, compression="zlib")
+    model = unet.unet_model((None, None, 1), num_classes=1, filters=2, depth=2, skip="crop")
+    expected = predict_tiled(model, PreparedImage(raw, 1), tile=60)
+    tops, strips = zip(*predict_strips(model, PreparedImage(TiffRows.open(tmp_path / "a.tif"), 1),
+                                       tile=60))
+    plan = plan_tiles(raw.shape, 2, "valid", 60)
+    assert list(tops) == list(range(0, 150, plan.stride[0])) and len(tops) > 2
+    np.testing.assert_array_equal(np.concatenate(strips), expected)

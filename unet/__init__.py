@@ -99,6 +99,7 @@ _LAZY = {
     "to_channels": "image",
     # count: instance labels, splitting, measurements
     "label_spores": "count",
+    "label_strips": "count",
     "measure_spores": "count",
     "count_spores": "count",
     "count_errors": "count",
@@ -116,6 +117,7 @@ _LAZY = {
     "resolve_precision": "devices",
     # predict: overlap-tile prediction of arrays
     "predict_tiled": "predict",
+    "predict_strips": "predict",
     "plan_tiles": "predict",
     "predict_many": "predict",
     # calibrate: post-processing chosen on validation data

@@ -15,19 +15,27 @@ writes the images already predicted. Both are bounded (one image read ahead, at 
 ``workers`` + 1 images waiting to be written), so memory stays that of a few images.
 The model itself runs in the calling thread only.
 
-Memory grows with the image, by about 30 bytes per pixel of an 8-bit RGB image: the
-model reads the image tile by tile (normalised as each tile is read,
-:class:`unet.image.PreparedImage`) and the counting splits each region on its own, but
-the image, its probability map, the mask and label images and the overlay are
-whole-image arrays. So before anything is read or written, each image's need is
+Memory: up to :data:`STRIP_PIXELS` (4096²) an image is held whole while it is counted:
+the image, its probability map, the mask and label images and the overlay, about 30
+bytes per pixel of an 8-bit RGB image beyond the model. A larger image goes strip by
+strip (:func:`_predict_in_strips`): it is read from its file a block at a time when it is
+a TIFF (:class:`unet.io.TiffRows`; PNG and JPEG are decoded whole), predicted one row of
+tiles at a time (:func:`unet.predict.predict_strips`), its mask kept as bits,
+labelled strip by strip (:func:`unet.count.label_strips`: the same spores), and every
+output written a strip at a time (:class:`unet.io.PngRows`, label rows in a scratch
+file until the TIFF's type is known). Then memory follows the tiles and the image's
+width, not its area. Before anything is read or written, each image's need is
 estimated from its header (:func:`predict_memory`) and an image that would not fit in
 the memory available now is refused with one line saying how much it would need. An
-image too large to share memory with the next ones is read, predicted and written on
-its own, without the overlap.
+image too large to share memory with the next ones, and every image that goes strip by
+strip, is read, predicted and written on its own, without the overlap.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import itertools
 import os
 import warnings
 from collections import deque
@@ -36,20 +44,22 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+from scipy import ndimage as ndi
 
-from .count import MIN_AREA, label_spores, measure_spores
+from .count import MIN_AREA, _split_height, label_spores, label_strips, measure_spores
 from .errors import UsageError
-from .image import PreparedImage, to_channels
+from .image import PreparedImage, _blocks, percentile_sample, to_channels
 from .imagefile import (check_channels, check_image_channels, check_pixel_size, pixel_size_for,
                         read_image_channels)
-from .io import (IMAGE_EXTENSIONS, available_memory, check_memory,
-                 collect_images, folder_lock, image_header, list_images, remove_temporaries,
-                 save_png, write_csv)
+from .io import (_TIFF, IMAGE_EXTENSIONS, PngRows, RawRows, TiffRows, atomic_path,
+                 available_memory, check_memory, collect_images, folder_lock, image_header,
+                 list_images, remove_temporaries, save_png, scratch_path, write_csv)
 from .model import model_geometry
-from .outputs import (check_areas, report_spores, spore_columns, table_rows, write_labels_tiff,
-                      write_probability_tiff, write_rois)
-from .predict import plan_tiles, predict_tiled
-from .render import id_overlay
+from .outputs import (Reported, check_areas, report_spores, spore_columns, spore_outline,
+                      table_rows, write_labels_tiff, write_outline_rois, write_probability_tiff,
+                      write_rois)
+from .predict import plan_tiles, predict_strips, predict_tiled
+from .render import display_range, id_overlay
 
 #: Files written per image: ``NAME_<kind>.<ext>``.
 IMAGE_OUTPUTS = {"mask": ".png", "overlay": ".png", "labels": ".tif", "rois": ".zip"}
@@ -75,7 +85,18 @@ PREDICT_BYTES_PER_PIXEL = 27
 PREDICT_FIXED_BYTES = 1000 << 20
 
 
-def predict_memory(header):
+#: Images of more pixels than this (16.8 megapixels, 4096²) are predicted, counted and
+#: written strip by strip (:func:`_predict_in_strips`): no whole-image array but a
+#: 1-bit mask, so memory follows the tiles and the image's width, not its area.
+STRIP_PIXELS = 1 << 24
+#: Bytes per pixel of one strip of rows that the strip-by-strip path holds at its peak
+#: (a row of tiles' input and probabilities, a strip being labelled and the regions
+#: still open above it, the rows of the overlay), and the rows of such a strip.
+STRIP_BYTES_PER_PIXEL = 40
+_STRIP_ROWS = 512  # rows labelled, or drawn in the overlay, at a time
+
+
+def predict_memory(header, lazy=False):
     """Bytes ``predict`` needs for one image beyond the loaded model (an estimate).
 
     Parameters
@@ -83,17 +104,28 @@ def predict_memory(header):
     header : path or ((int, int), int, int)
         An image file, or its :func:`unet.io.image_header`.
 
+    lazy : bool
+        The image is read from its file block by block (:class:`unet.io.TiffRows`),
+        not decoded whole.
+
     Returns
     -------
     int
         :data:`PREDICT_FIXED_BYTES` + pixels x (:data:`PREDICT_BYTES_PER_PIXEL` + the
-        decoded image's bytes per pixel). For the default tiles and batch size; larger
-        tiles or batches need more.
+        decoded image's bytes per pixel). Images of more than :data:`STRIP_PIXELS`
+        go strip by strip: :data:`PREDICT_FIXED_BYTES` + the 1-bit mask + strips of
+        ``width`` x 2 x :data:`_STRIP_ROWS` pixels at :data:`STRIP_BYTES_PER_PIXEL`
+        (+ the decoded image unless ``lazy``). For the default tiles and batch size;
+        larger tiles or batches need more.
     """
     if not isinstance(header, tuple):
         header = image_header(header)
     (height, width), samples, nbytes = header
-    return int(PREDICT_FIXED_BYTES + height * width * (PREDICT_BYTES_PER_PIXEL + samples * nbytes))
+    image = 0 if lazy else height * width * samples * nbytes
+    if height * width > STRIP_PIXELS:
+        strip = width * 2 * _STRIP_ROWS * STRIP_BYTES_PER_PIXEL
+        return int(PREDICT_FIXED_BYTES + height * width // 8 + strip + image)
+    return int(PREDICT_FIXED_BYTES + height * width * PREDICT_BYTES_PER_PIXEL + image)
 
 
 @dataclass(frozen=True)
@@ -102,6 +134,8 @@ class _Input:
     name: str  # the image's name in the tables: its stem, or relative path without suffix
     pixel_size: object
     need: int = 0  # bytes predict needs for it (predict_memory)
+    strips: bool = False  # predicted, counted and written strip by strip
+    lazy: bool = False  # and read from its file block by block
 
 
 def _tree(folder):
@@ -167,7 +201,9 @@ def _output_dir(out_dir, names, kinds, overwrite):
 
 def _read(item, channel, channels):
     """The raw image (chosen channels) and what the model is given."""
-    raw = read_image_channels(item.path, channel)
+    raw = TiffRows.open(item.path, channel) if item.lazy else None
+    if raw is None:
+        raw = read_image_channels(item.path, channel)
     have = 1 if raw.ndim == 2 else raw.shape[2]
     if channel is not None and have not in (1, channels):
         raise UsageError(
@@ -179,7 +215,7 @@ def _read(item, channel, channels):
 def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=None,
                    overwrite=False, progress=False, *, split_h=None, max_area=None,
                    exclude_border=False,
-                   pixel_size=None, channel=None, recursive=False, tile=None, batch_size=2,
+                   pixel_size=None, channel=None, recursive=False, tile=None, batch_size=None,
                    probability=False, workers=2):
     """Segment, split and measure the spores in image files of any size.
 
@@ -238,8 +274,9 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
     tile : int, optional
         Input tile size (default: chosen per image, see :func:`unet.predict.plan_tiles`);
         smaller tiles and ``batch_size`` need less memory, e.g. on small GPUs.
-    batch_size : int
-        Tiles per model call.
+    batch_size : int, optional
+        Tiles per model call (default 2; 1 for images that go strip by strip, whose
+        tiles are the largest: half the model's memory, as fast on a CPU).
     probability : bool
         Also write ``NAME_prob.tif``.
     workers : int
@@ -258,7 +295,8 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
     min_area, max_area = check_areas(MIN_AREA if min_area is None else min_area, max_area)
     pixel_size = check_pixel_size(pixel_size)
     channel = check_channels(channel)
-    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size
+                                   or batch_size < 1):
         raise UsageError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
     if isinstance(workers, bool) or int(workers) != workers or workers < 0:
         raise UsageError(f"`workers` must be an integer >= 0, got {workers!r}.")
@@ -270,14 +308,17 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
     for path, name in _collect(inputs, recursive):  # fail on a broken input first
         header = image_header(path)  # exists and opens as an image (check_image_file)
         check_image_channels(path, channel)
-        need = predict_memory(header)
+        strips = header[0][0] * header[0][1] > STRIP_PIXELS
+        lazy = strips and path.suffix.lower() in _TIFF and TiffRows.open(path) is not None
+        need = predict_memory(header, lazy)
         check_memory(path, header[0], need, "predicting it", "free memory, or cut the image "
                      "into smaller files (with overlap, if spores cross the cuts).", available)
-        items.append(_Input(path, name, pixel_size_for(path, pixel_size), need))
+        items.append(_Input(path, name, pixel_size_for(path, pixel_size), need, strips, lazy))
     # An image that could not share the memory with the next ones goes on its own.
-    alone = [available is not None and i.need * (max(1, workers) + 2) > available
+    alone = [i.strips or (available is not None and i.need * (max(1, workers) + 2) > available)
              for i in items]
-    with folder_lock(out_dir, "out_dir"):  # one process per output folder
+    # one process per output folder; `spool`: scratch files of table rows, until spores.csv
+    with folder_lock(out_dir, "out_dir"), contextlib.ExitStack() as spool:
         kinds = dict(IMAGE_OUTPUTS, **({"prob": ".tif"} if probability else {}))
         out = _output_dir(out_dir, [i.name for i in items], kinds, overwrite)
         physical = any(i.pixel_size.um is not None for i in items)
@@ -324,12 +365,23 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
                                  else _read(item, channel, geometry.channels))
                 ahead = (reader.submit(_read, items[k + 1], channel, geometry.channels)
                          if k + 1 < len(items) and not (alone[k] or alone[k + 1]) else None)
-                if raw.size and raw.min() == raw.max():  # blank or saturated: nothing to see
+                blank = _constant(raw)
+                if blank:  # blank or saturated: nothing to see
                     warnings.warn(f"{item.path} has the same value in every pixel (a blank or "
                                   "saturated frame?): no spores counted in it.", stacklevel=2)
+                if item.strips:
+                    results.append(_predict_in_strips(
+                        model, item, raw, None if blank else prepared, out, columns, spool,
+                        threshold=threshold, min_area=min_area, split_h=split_h,
+                        max_area=max_area, exclude_border=exclude_border, tile=tile,
+                        batch_size=batch_size or 1, tta=tta, probability=probability))
+                    del raw, prepared
+                    bar.update()
+                    continue
+                if blank:
                     prob = np.zeros(raw.shape[:2], np.float32)
                 else:
-                    prob = predict_tiled(model, prepared, tile=tile, batch_size=batch_size,
+                    prob = predict_tiled(model, prepared, tile=tile, batch_size=batch_size or 2,
                                          tta=tta)
                 del prepared
                 if not workers or alone[k]:
@@ -346,6 +398,181 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
                 results.append(pending.popleft().result())
                 bar.update()
         bar.close()
-        write_csv(out / "spores.csv", ["image", *columns], [r for rows, _ in results for r in rows])
+        write_csv(out / "spores.csv", ["image", *columns],
+                  itertools.chain.from_iterable(rows for rows, _ in results))
         write_csv(out / "summary.csv", SUMMARY_COLUMNS, [s for _, s in results])
         return [(s[0], s[1]) for _, s in results]
+
+
+def _constant(raw):
+    """Whether every pixel of an image (read whole or lazily) has the same value."""
+    if isinstance(raw, np.ndarray):
+        return bool(raw.size) and raw.min() == raw.max()
+    lows, highs = zip(*((b.min(), b.max()) for b in _blocks(raw)))
+    return min(lows) == max(highs)
+
+
+class _SpooledRows:
+    """Rows of ``spores.csv`` kept in a scratch CSV file until the table is written."""
+
+    def __init__(self, path):
+        self.path = path
+        self._file = open(path, "w", newline="")
+        self._writer = csv.writer(self._file, lineterminator="\n")
+
+    def extend(self, rows):
+        self._writer.writerows(rows)
+
+    def close(self):
+        self._file.close()
+
+    def __iter__(self):
+        self.close()
+        with open(self.path, newline="") as f:
+            yield from csv.reader(f)
+
+
+def _predict_in_strips(model, item, raw, prepared, out, columns, spool, *, threshold,
+                       min_area, split_h, max_area, exclude_border, tile, batch_size, tta,
+                       probability):
+    """What ``finish`` does for one image, strip by strip, for images too large to hold
+    as whole arrays: the same files and rows (spores numbered in the order they are
+    finished, :func:`unet.count.label_strips`).
+
+    Three passes. The model predicts one row of tiles at a time
+    (:func:`unet.predict.predict_strips`); each strip's mask is written to the mask PNG
+    row by row (:class:`unet.io.PngRows`) and kept as bits (1/8 byte per pixel); the
+    probabilities, with ``probability``, go to a scratch file. Then the bits are
+    labelled strip by strip (with a first counting pass when the split height is
+    relative), each finished spore measured, reported, traced and its label rows put in
+    a scratch file. Last, the label TIFF and the overlay are written a strip at a time
+    from that file, now that the number of spores (the TIFF's type) and the reported
+    ids are known. The table's rows wait in a scratch file of ``spool`` (an ExitStack
+    that ends after ``spores.csv`` is written). Returns ``finish``'s ``(rows,
+    summary)``.
+    """
+    height, width = raw.shape[:2]
+    folder, stem = (out / item.name).parent, (out / item.name).name
+    packed = np.zeros((height, (width + 7) // 8), np.uint8)
+    with contextlib.ExitStack() as scratch:
+        prob_raw = None
+        if probability:
+            prob_raw = RawRows(scratch.enter_context(scratch_path(folder, f"{stem}_prob.raw")),
+                               width, np.float32)
+            scratch.callback(prob_raw.close)
+        with atomic_path(folder / f"{stem}_mask.png") as tmp, PngRows(tmp, (height, width)) as png:
+            strips = (predict_strips(model, prepared, tile=tile, batch_size=batch_size, tta=tta)
+                      if prepared is not None else
+                      ((top, np.zeros((min(_STRIP_ROWS, height - top), width), np.float32))
+                       for top in range(0, height, _STRIP_ROWS)))
+            for top, prob in strips:
+                mask = prob > threshold
+                png.write(mask.view(np.uint8) * np.uint8(255))
+                packed[top : top + len(mask)] = np.packbits(mask, axis=1)
+                if prob_raw is not None:
+                    prob_raw.append(prob)
+                del prob, mask
+
+        def masks():
+            for top in range(0, height, _STRIP_ROWS):
+                yield top, np.unpackbits(packed[top : top + _STRIP_ROWS], axis=1,
+                                         count=width).view(bool)
+
+        h = split_h
+        if h is None:  # relative to the regions' size: count them first
+            areas = [np.bincount(step.finished.ravel())[step.first_id:]
+                     for step in label_strips(masks(), height, min_area=min_area, split=False)]
+            areas = np.concatenate(areas) if areas else np.zeros(0, np.int64)
+            h = _split_height(areas[areas > 0])
+        labels_raw = RawRows(scratch.enter_context(scratch_path(folder, f"{stem}_labels.raw")),
+                             width, np.uint32)
+        scratch.callback(labels_raw.close)
+        rows = _SpooledRows(spool.enter_context(scratch_path(out, "spores.csv")))
+        spool.callback(rows.close)
+        lut, outlines, boxes, centroids, ids = [np.zeros(1, np.uint32)], [], [], [], []
+        counts = {"reported": 0, "touching": 0, "large": 0}
+        for step in label_strips(masks(), height, min_area=min_area, h=h):
+            labels_raw.append(step.done)
+            found = step.finished
+            number = int(found.max(initial=0)) - step.first_id + 1
+            if number <= 0:
+                continue
+            spans = np.flatnonzero(found.any(axis=1))
+            found = found[spans[0] : spans[-1] + 1]
+            top = step.top + int(spans[0])
+            table = measure_spores(found, to_channels(raw[top : top + len(found)], 1))
+            table["centroid_y"] = table["centroid_y"] + top
+            edges = [found[:, 0], found[:, -1]]
+            edges += [found[0]] if top == 0 else []
+            edges += [found[-1]] if top + len(found) == height else []
+            reported = report_spores(None, table, item.pixel_size, exclude_border, max_area,
+                                     touching=np.isin(table["id"], np.concatenate(edges)),
+                                     first_id=counts["reported"] + 1)
+            new = (reported.lut[step.first_id:] if reported.lut is not None else
+                   np.arange(step.first_id, step.first_id + number))
+            lut.append(np.asarray(new, np.uint32))
+            placed_boxes = []
+            for old, where in enumerate(ndi.find_objects(found)[step.first_id - 1 :],
+                                        start=step.first_id):
+                if where is None or not new[old - step.first_id]:
+                    continue
+                placed = (slice(where[0].start + top, where[0].stop + top), where[1])
+                outlines.append((int(new[old - step.first_id]),
+                                 spore_outline(found[where] == old, placed)))
+                placed_boxes.append((placed[0].start, placed[1].start, placed[0].stop,
+                                     placed[1].stop))
+            boxes.append(np.asarray(placed_boxes, np.int64).reshape(-1, 4))
+            centroids.append(np.c_[reported.table["centroid_y_px"], reported.table["centroid_x_px"]])
+            ids.append(reported.table["id"])
+            rows.extend(table_rows(item.name, reported, columns))
+            counts["reported"] += reported.count
+            counts["touching"] += reported.touching_border
+            counts["large"] += reported.too_large
+            del found, table
+        del packed
+        lut = np.concatenate(lut)
+        final = Reported(counts["reported"], {}, lut, counts["touching"], counts["large"],
+                         item.pixel_size)
+        write_labels_tiff(folder / f"{stem}_labels.tif", labels_raw, final, item.pixel_size)
+        write_outline_rois(folder / f"{stem}_rois.zip", outlines, final.count)
+        del outlines
+        _strip_overlay(folder / f"{stem}_overlay.png", raw, labels_raw, lut,
+                       np.concatenate(boxes) if boxes else np.zeros((0, 4), np.int64),
+                       np.concatenate(centroids) if centroids else np.zeros((0, 2)),
+                       np.concatenate(ids) if ids else np.zeros(0, np.int64))
+        if prob_raw is not None:
+            write_probability_tiff(folder / f"{stem}_prob.tif", prob_raw, item.pixel_size)
+    size = item.pixel_size
+    summary = (item.name, final.count, final.touching_border, final.too_large,
+               "" if size.um is None else repr(size.um), size.source)
+    return rows, summary
+
+
+#: Text height of the ids in the overlays (pixels), and the rows around a strip of the
+#: overlay in which a spore's id may reach into it.
+_FONT_SIZE = 12
+_TEXT_REACH = 3 * _FONT_SIZE
+
+
+def _strip_overlay(path, raw, labels, lut, boxes, centroids, ids):
+    """The overlay of ``finish`` (:func:`unet.render.id_overlay`), drawn and written a
+    strip of rows at a time from the labels kept in a file (``lut``: label -> reported
+    id, 0 = found but not reported). 16-bit and float images are stretched by the
+    percentiles of a sample of the whole image (:func:`unet.render.display_range`)."""
+    height, width = raw.shape[:2]
+    value_range = None
+    if raw.dtype != np.uint8:
+        value_range = display_range(percentile_sample(raw))
+    dropped_any = bool((lut[1:] == 0).any())
+    with atomic_path(path) as tmp, PngRows(tmp, (height, width), 3, compress_level=1) as png:
+        for top in range(0, height, _STRIP_ROWS):
+            bottom = min(height, top + _STRIP_ROWS)
+            first, last = max(0, top - 1), min(height, bottom + 1)  # outlines see a row more
+            found = labels[first:last]
+            shown = lut[found]
+            near = (boxes[:, 2] > top - _TEXT_REACH) & (boxes[:, 0] < bottom + _TEXT_REACH)
+            picture = id_overlay(raw[first:last], shown, centroids[near], ids[near],
+                                 excluded=(found > 0) & (shown == 0) if dropped_any else None,
+                                 font_size=_FONT_SIZE, boxes=boxes[near], row_offset=first,
+                                 value_range=value_range)
+            png.write(picture[top - first : bottom - first])

@@ -361,7 +361,7 @@ def _fill_strip_holes(mask, done, outside, at_top, last):
     return mask | holes[background], reach[background], undecided[background]
 
 
-def label_strips(strips, height, threshold=0.5, min_area=MIN_AREA, split=True, h=SPLIT_H,
+def label_strips(strips, height, threshold=0.5, min_area=MIN_AREA, split=True, h=None,
                  fill_holes=True):
     """:func:`label_spores` of an image given one strip of rows at a time.
 

@@ -122,8 +122,8 @@ def percentile_sample(image, size=PERCENTILE_SAMPLE):
         step = int(np.ceil(np.sqrt(pixels / size)))
         while -(-image.shape[0] // step) * -(-image.shape[1] // step) > size:
             step += 1
-    if lazy:
-        return np.concatenate(list(_blocks(image, step)))
+    if lazy:  # each block a copy, not a view holding every row read
+        return np.concatenate([np.array(block) for block in _blocks(image, step)])
     return image if step == 1 else image[::step, ::step]
 
 

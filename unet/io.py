@@ -864,8 +864,8 @@ class PngRows:
     def _chunk(self, kind, data):
         import zlib
 
-        self._file.write(np.uint32(len(data)).astype(">u4").tobytes() + kind + data)
-        self._file.write(np.uint32(zlib.crc32(data, zlib.crc32(kind))).astype(">u4").tobytes())
+        self._file.write(len(data).to_bytes(4, "big") + kind + data)
+        self._file.write(zlib.crc32(data, zlib.crc32(kind)).to_bytes(4, "big"))
 
     def write(self, rows):
         """Append ``(n, width)`` (gray) or ``(n, width, 3)`` (RGB) uint8 rows."""
@@ -1032,3 +1032,63 @@ class TiffRows:
     def __array__(self, dtype=None, copy=None):
         block = self.rows(0, self.shape[0])
         return block if dtype is None else block.astype(dtype, copy=False)
+
+
+class RawRows:
+    """A 2-D array kept in a raw binary file, written and read a block of rows at a time.
+
+    What a huge image's label or probability map is kept in until it can be written
+    as a TIFF (the labels' type is known only when every spore is counted). Reading
+    uses plain file reads, not a memory map, so the rows read are not held. Index with
+    a slice of rows (``raw[top:bottom]``).
+
+    Parameters
+    ----------
+    path : path
+        The file (created empty; a temporary name from :func:`scratch_path`).
+    width : int
+    dtype : numpy dtype
+    """
+
+    ndim = 2
+
+    def __init__(self, path, width, dtype):
+        self.path, self.width, self.dtype = Path(path), int(width), np.dtype(dtype)
+        self.height = 0
+        self._file = open(self.path, "w+b")
+
+    @property
+    def shape(self):
+        return (self.height, self.width)
+
+    def append(self, rows):
+        """Write rows below those written so far."""
+        rows = np.ascontiguousarray(rows, self.dtype)
+        self._file.seek(0, os.SEEK_END)
+        self._file.write(rows.tobytes())
+        self.height += len(rows)
+
+    def __getitem__(self, key):
+        top, bottom, step = key.indices(self.height) if isinstance(key, slice) else (0, 0, 0)
+        if not isinstance(key, slice) or step != 1:
+            raise IndexError("RawRows reads a slice of rows (step 1).")
+        line = self.width * self.dtype.itemsize
+        self._file.seek(top * line)
+        data = self._file.read(max(0, bottom - top) * line)
+        return np.frombuffer(data, self.dtype).reshape(-1, self.width).copy()
+
+    def close(self):
+        self._file.close()
+
+
+@contextlib.contextmanager
+def scratch_path(folder, name):
+    """A temporary file name in ``folder`` (named as :func:`atomic_path` names its
+    temporaries, so :func:`remove_temporaries` clears it after a crash), removed when
+    the block ends."""
+    path = Path(folder) / name
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
+    try:
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -123,7 +123,7 @@ def border_ids(labels):
 
 
 def report_spores(labels, table, pixel_size=NO_PIXEL_SIZE, exclude_border=False,
-                  max_area=None):
+                  max_area=None, *, touching=None, first_id=1):
     """Decide which spores are reported, number them 1..N and build their table.
 
     Parameters
@@ -139,6 +139,12 @@ def report_spores(labels, table, pixel_size=NO_PIXEL_SIZE, exclude_border=False,
         Leave out the spores that touch the image edge (else they are flagged).
     max_area : int, optional
         Leave out spores larger than this many pixels.
+    touching : array_like of bool, optional
+        Which spores of ``table`` touch the image's edge, when ``labels`` is not the
+        whole label image (None: read from the edges of ``labels``).
+    first_id : int
+        The id of the first spore reported (the next ones follow): a block of spores
+        of a larger image (``lut`` then maps to these ids).
 
     Returns
     -------
@@ -146,20 +152,22 @@ def report_spores(labels, table, pixel_size=NO_PIXEL_SIZE, exclude_border=False,
     """
     ids = np.asarray(table["id"], dtype=np.int64)
     area = np.asarray(table["area_px"], dtype=np.int64)
-    touching = np.isin(ids, border_ids(labels))
+    if touching is None:
+        touching = np.isin(ids, border_ids(labels))
+    touching = np.asarray(touching, bool)
     keep = np.ones(ids.shape, bool)
     large = area > max_area if max_area is not None else np.zeros(ids.shape, bool)
     keep &= ~large
     if exclude_border:
         keep &= ~touching
-    new_ids = np.cumsum(keep) * keep
+    new_ids = (np.cumsum(keep) + (int(first_id) - 1)) * keep
     lut = None
-    if not (keep.all() and np.array_equal(ids, np.arange(1, len(ids) + 1))):
+    if not (keep.all() and np.array_equal(ids, np.arange(first_id, first_id + len(ids)))):
         lut_dtype = np.uint16 if new_ids.max(initial=0) <= 65535 else np.uint32
         lut = np.zeros(int(ids.max(initial=0)) + 1, lut_dtype)
         lut[ids] = new_ids
     px = pixel_size.um
-    out = {"id": np.arange(1, int(keep.sum()) + 1, dtype=np.int64),
+    out = {"id": np.arange(first_id, first_id + int(keep.sum()), dtype=np.int64),
            "area_px": area[keep]}
     if px is not None:
         out["area_um2"] = area[keep] * px * px
@@ -384,26 +392,52 @@ def write_rois(path, labels, reported=None):
 
     labels = np.asarray(labels) if not isinstance(labels, np.ndarray) else labels
     slices = ndi.find_objects(labels)
-    rois = []
     count = reported.count if reported is not None else len(slices)
-    width = max(4, len(str(count)))
-    for old, where in enumerate(slices, start=1):
-        if where is None:
-            continue
-        new = old if reported is None or reported.lut is None else int(reported.lut[old])
-        if new == 0:
-            continue
-        points = trace_outline(np.asarray(labels[where]) == old)
-        points = points + np.array([where[1].start, where[0].start])
-        roi = roifile.ImagejRoi.frompoints(points.astype(np.int32), name=f"{new:0{width}d}")
-        roi.roitype = roifile.ROI_TYPE.TRACED
-        rois.append((new, roi))
-    rois.sort(key=lambda item: item[0])
-    with atomic_path(Path(path)) as tmp:
-        if rois:
-            roifile.roiwrite(tmp, [roi for _, roi in rois], mode="w")
-        else:  # an empty zip: nothing to open, but the file says "no spores"
-            import zipfile
 
-            zipfile.ZipFile(tmp, "w").close()
-    return len(rois)
+    def outlines():
+        for old, where in enumerate(slices, start=1):
+            if where is None:
+                continue
+            new = old if reported is None or reported.lut is None else int(reported.lut[old])
+            if new:
+                yield new, spore_outline(labels[where] == old, where)
+
+    found = sorted(outlines(), key=lambda item: item[0])
+    return write_outline_rois(path, found, count)
+
+
+def spore_outline(mask, where):
+    """The traced outline (:func:`trace_outline`) of a spore's ``mask``, cut from a label
+    image at ``where`` (its slices), in the label image's ``(x, y)`` pixel corners."""
+    points = trace_outline(np.asarray(mask))
+    return (points + np.array([where[1].start, where[0].start])).astype(np.int32)
+
+
+def write_outline_rois(path, outlines, count):
+    """Write ``(id, outline)`` pairs (in id order) as the ROIs of :func:`write_rois`.
+
+    ``outlines`` may be any iterable (each ROI is made as it is written); ``count`` is
+    the number of spores of the image, which sets the names' width. Returns the number
+    of ROIs written.
+    """
+    from pathlib import Path
+
+    import roifile
+
+    width = max(4, len(str(count)))
+    written = 0
+
+    def rois():
+        nonlocal written
+        for number, points in outlines:
+            roi = roifile.ImagejRoi.frompoints(points, name=f"{number:0{width}d}")
+            roi.roitype = roifile.ROI_TYPE.TRACED
+            written += 1
+            yield roi
+
+    with atomic_path(Path(path)) as tmp:
+        import zipfile
+
+        zipfile.ZipFile(tmp, "w").close()  # an empty zip says "no spores"
+        roifile.roiwrite(tmp, rois(), mode="a")
+    return written

@@ -14,11 +14,17 @@ from .errors import UsageError
 OUTLINE_COLOR = (255, 208, 0)
 
 
-def display_image(image):
+#: Percentiles of an image that :func:`display_image` stretches to black and white.
+DISPLAY_PERCENTILES = (1.0, 99.8)
+
+
+def display_image(image, value_range=None):
     """An 8-bit RGB copy of any image for display: uint8 kept, others stretched.
 
     Gray is replicated to RGB and alpha dropped; images of other dtypes (16-bit,
-    float) are stretched between their 1st and 99.8th percentiles.
+    float) are stretched between their 1st and 99.8th percentiles, or between the
+    ``(low, high)`` of ``value_range`` (a block of a larger image shown as the whole
+    image is: :func:`display_range`).
     """
     image = np.asarray(image)
     if image.ndim == 2:
@@ -26,9 +32,19 @@ def display_image(image):
     image = image[..., :3] if image.shape[2] >= 3 else np.repeat(image[..., :1], 3, axis=2)
     if image.dtype == np.uint8:
         return np.ascontiguousarray(image)
-    low, high = np.percentile(image, (1.0, 99.8))
+    low, high = (np.percentile(image, DISPLAY_PERCENTILES) if value_range is None
+                 else value_range)
     scaled = (image.astype(np.float64) - low) / max(high - low, 1e-12)
     return (np.clip(scaled, 0, 1) * 255).round().astype(np.uint8)
+
+
+def display_range(sample):
+    """The ``(low, high)`` :func:`display_image` stretches an image by, from a sample of
+    its pixels (e.g. :func:`unet.image.percentile_sample`)."""
+    sample = np.asarray(sample)
+    if sample.ndim == 3:
+        sample = sample[..., :3] if sample.shape[2] >= 3 else sample[..., :1]
+    return tuple(float(v) for v in np.percentile(sample, DISPLAY_PERCENTILES))
 
 
 def inner_boundaries(labels):
@@ -135,7 +151,8 @@ def _font(size):
 
 
 def id_overlay(image, labels, centroids, ids, excluded=None, color=OUTLINE_COLOR,
-               excluded_color=EXCLUDED_COLOR, font_size=12):
+               excluded_color=EXCLUDED_COLOR, font_size=12, *, boxes=None, row_offset=0,
+               value_range=None):
     """The image with every spore outlined and its id written on it, legible at 1:1.
 
     Parameters
@@ -154,6 +171,15 @@ def id_overlay(image, labels, centroids, ids, excluded=None, color=OUTLINE_COLOR
         Spores found but not reported, outlined in ``excluded_color`` without an id.
     font_size : int
         Text height in pixels (white with a black rim, readable on any background).
+    boxes : array_like, optional
+        ``(n, 4)`` bounding boxes ``(top, left, bottom, right)`` (bottom and right
+        exclusive) of the spores, in the coordinates of ``centroids``; by default found
+        in ``labels``. Given, ``image`` and ``labels`` may be a block of rows of a
+        larger image, starting at its row ``row_offset`` (``centroids`` and ``boxes``
+        in the larger image's coordinates), with spores beyond the block whose ids
+        reach into it: the blocks drawn one by one make the picture of the whole.
+    value_range : (float, float), optional
+        The display range of a block of a larger image (see :func:`display_image`).
 
     Returns
     -------
@@ -162,7 +188,7 @@ def id_overlay(image, labels, centroids, ids, excluded=None, color=OUTLINE_COLOR
     """
     from PIL import Image, ImageDraw
 
-    out = display_image(image).copy()
+    out = display_image(image, value_range).copy()
     if excluded is not None:
         out[inner_boundaries(excluded)] = excluded_color
     out[inner_boundaries(labels)] = color
@@ -171,12 +197,19 @@ def id_overlay(image, labels, centroids, ids, excluded=None, color=OUTLINE_COLOR
     font = _font(int(font_size))
     stroke = max(1, int(font_size) // 6)
     ids = [int(i) for i in ids]
-    labels = np.asarray(labels)
-    boxes = ndi.find_objects(labels.astype(np.uint8) if labels.dtype == bool else labels,
-                             max_label=max(ids, default=0))
-    for (row, col), number in zip(np.asarray(centroids, dtype=float).reshape(-1, 2), ids):
+    if boxes is None:
+        if row_offset:
+            raise UsageError("`row_offset` needs the spores' `boxes`.")
+        labels = np.asarray(labels)
+        found = ndi.find_objects(labels.astype(np.uint8) if labels.dtype == bool else labels,
+                                 max_label=max(ids, default=0))
+        boxes = [found[number - 1] if 0 < number <= len(found) else None for number in ids]
+    else:
+        boxes = [(slice(int(t), int(b)), slice(int(left), int(r)))
+                 for t, left, b, r in np.asarray(boxes).reshape(-1, 4)]
+    for (row, col), number, box in zip(np.asarray(centroids, dtype=float).reshape(-1, 2), ids,
+                                       boxes):
         text, anchor = str(number), "mm"
-        box = boxes[number - 1] if 0 < number <= len(boxes) else None
         if box is not None:
             left, top, right, bottom = draw.textbbox((0, 0), text, font=font, anchor="mm",
                                                      stroke_width=stroke)
@@ -186,6 +219,6 @@ def id_overlay(image, labels, centroids, ids, excluded=None, color=OUTLINE_COLOR
                 above = box[0].start - 1 - bottom + top
                 row, anchor = ((box[0].start - 1, "md") if above >= 0
                                else (box[0].stop, "ma"))
-        draw.text((col, row), text, fill=(255, 255, 255), font=font, anchor=anchor,
+        draw.text((col, row - row_offset), text, fill=(255, 255, 255), font=font, anchor=anchor,
                   stroke_width=stroke, stroke_fill=(0, 0, 0))
     return np.asarray(picture)
