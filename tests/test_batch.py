@@ -319,8 +319,8 @@ def test_the_memory_estimate_of_a_large_image_follows_its_width(tmp_path):
 
     tall = unet.batch.predict_memory(((40000, 5000), 3, 1), lazy=True)
     wide = unet.batch.predict_memory(((5000, 40000), 3, 1), lazy=True)
-    whole = unet.batch.predict_memory(((4000, 4000), 3, 1))
-    assert whole == unet.batch.PREDICT_FIXED_BYTES + 4000 * 4000 * (
+    whole = unet.batch.predict_memory(((1200, 1000), 3, 1))  # held whole
+    assert whole == unet.batch.PREDICT_FIXED_BYTES + 1200 * 1000 * (
         unet.batch.PREDICT_BYTES_PER_PIXEL + 3)
     assert tall < wide < unet.batch.predict_memory(((5000, 40000), 3, 1))  # the image itself
     # twice as tall: only the 1-bit mask grows

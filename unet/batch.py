@@ -15,7 +15,7 @@ writes the images already predicted. Both are bounded (one image read ahead, at 
 ``workers`` + 1 images waiting to be written), so memory stays that of a few images.
 The model itself runs in the calling thread only.
 
-Memory: up to :data:`STRIP_PIXELS` (4096²) an image is held whole while it is counted:
+Memory: up to :data:`STRIP_PIXELS` (2 megapixels) an image is held whole while it is counted:
 the image, its probability map, the mask and label images and the overlay, about 30
 bytes per pixel of an 8-bit RGB image beyond the model. A larger image goes strip by
 strip (:func:`_predict_in_strips`): it is read from its file a block at a time when it is
@@ -85,14 +85,22 @@ PREDICT_BYTES_PER_PIXEL = 27
 PREDICT_FIXED_BYTES = 1000 << 20
 
 
-#: Images of more pixels than this (16.8 megapixels, 4096²) are predicted, counted and
-#: written strip by strip (:func:`_predict_in_strips`): no whole-image array but a
-#: 1-bit mask, so memory follows the tiles and the image's width, not its area.
-STRIP_PIXELS = 1 << 24
-#: Bytes per pixel of one strip of rows that the strip-by-strip path holds at its peak
-#: (a row of tiles' input and probabilities, a strip being labelled and the regions
-#: still open above it, the rows of the overlay), and the rows of such a strip.
-STRIP_BYTES_PER_PIXEL = 40
+#: Images of more pixels than this (2 megapixels: larger than about 1448²) are predicted,
+#: counted and written strip by strip (:func:`_predict_in_strips`): no whole-image array
+#: but a 1-bit mask, so memory follows the tiles and the image's width, not its area.
+#: Measured with the shipped model on mosaic RGB TIFFs (``benchmarks/memory.py``), that
+#: path was also the faster one from 2048² up (2048²: 4.5 s instead of 5.0, peak RSS
+#: 1.18 GB instead of 1.72; 4096²: 16.3 s instead of 18.0, 1.25 GB instead of 2.07).
+#: Smaller images (a dish field) are held whole, and a folder of them overlaps reading,
+#: predicting and writing.
+STRIP_PIXELS = 1 << 21
+#: What the strip-by-strip path holds beyond the loaded model whatever the size (the
+#: model's activations for one of the largest tiles, buffers), and per image column
+#: (strips of rows being predicted, labelled and drawn) in bytes per pixel of
+#: ``2 * _STRIP_ROWS`` rows. Measured peaks beyond the model: 8192² 895 MB, 12000² 922 MB,
+#: 20000² 1173 MB; the estimate (with the 1-bit mask) is 12-19 % above them.
+STRIP_FIXED_BYTES = 800 << 20
+STRIP_BYTES_PER_PIXEL = 24
 _STRIP_ROWS = 512  # rows labelled, or drawn in the overlay, at a time
 
 
@@ -113,7 +121,7 @@ def predict_memory(header, lazy=False):
     int
         :data:`PREDICT_FIXED_BYTES` + pixels x (:data:`PREDICT_BYTES_PER_PIXEL` + the
         decoded image's bytes per pixel). Images of more than :data:`STRIP_PIXELS`
-        go strip by strip: :data:`PREDICT_FIXED_BYTES` + the 1-bit mask + strips of
+        go strip by strip: :data:`STRIP_FIXED_BYTES` + the 1-bit mask + strips of
         ``width`` x 2 x :data:`_STRIP_ROWS` pixels at :data:`STRIP_BYTES_PER_PIXEL`
         (+ the decoded image unless ``lazy``). For the default tiles and batch size;
         larger tiles or batches need more.
@@ -124,7 +132,7 @@ def predict_memory(header, lazy=False):
     image = 0 if lazy else height * width * samples * nbytes
     if height * width > STRIP_PIXELS:
         strip = width * 2 * _STRIP_ROWS * STRIP_BYTES_PER_PIXEL
-        return int(PREDICT_FIXED_BYTES + height * width // 8 + strip + image)
+        return int(STRIP_FIXED_BYTES + height * width // 8 + strip + image)
     return int(PREDICT_FIXED_BYTES + height * width * PREDICT_BYTES_PER_PIXEL + image)
 
 

@@ -341,7 +341,7 @@ def _add_predict(sub):
                    help="input tile size, smaller for small GPUs (default: chosen per image, "
                    "at most 1280)")
     p.add_argument("--batch-size", type=int, default=None, metavar="N",
-                   help="tiles per model call (default: 2; 1 for images over 4096x4096, "
+                   help="tiles per model call (default: 2; 1 for images over 2 megapixels, "
                    "which go strip by strip)")
     p.add_argument("--workers", type=int, default=2, metavar="N",
                    help="threads that count and write while the model predicts; 0 = one "
