@@ -381,14 +381,14 @@ def test_holes_closed_only_further_down_are_filled_as_in_the_whole_mask():
 
 
 def test_label_strips_counts_without_splitting_and_refuses_gaps():
-    from unet.count import _split_height, label_strips, split_height
+    from unet.count import split_height_for_areas, label_strips, split_height
     from unet.errors import UsageError
 
     mask = draw((90, 80), ("disk", (20, 20), 9), ("disk", (20, 36), 9), ("disk", (70, 40), 12))
     regions = _put_together(label_strips(_strips(mask, 10), 90, split=False, min_area=1),
                             mask.shape)
     assert regions.max() == 2  # the touching pair is one region
-    assert _split_height(np.bincount(regions.ravel())[1:]) == split_height(mask)
+    assert split_height_for_areas(np.bincount(regions.ravel())[1:]) == split_height(mask)
     with pytest.raises(UsageError, match="split height"):
         next(label_strips(_strips(mask, 10), 90, h=None))
     with pytest.raises(UsageError, match="starts at row 20, expected 10"):

@@ -46,12 +46,12 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from scipy import ndimage as ndi
 
-from .count import MIN_AREA, _split_height, label_spores, label_strips, measure_spores
+from .count import MIN_AREA, split_height_for_areas, label_spores, label_strips, measure_spores
 from .errors import UsageError
-from .image import PreparedImage, _blocks, percentile_sample, to_channels
+from .image import PreparedImage, image_extremes, percentile_sample, to_channels
 from .imagefile import (check_channels, check_image_channels, check_pixel_size, pixel_size_for,
                         read_image_channels)
-from .io import (_TIFF, IMAGE_EXTENSIONS, PngRows, RawRows, TiffRows, atomic_path,
+from .io import (IMAGE_EXTENSIONS, PngRows, RawRows, TiffRows, atomic_path,
                  available_memory, check_memory, collect_images, folder_lock, image_header,
                  list_images, remove_temporaries, save_png, scratch_path, write_csv)
 from .model import model_geometry
@@ -317,7 +317,7 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
         header = image_header(path)  # exists and opens as an image (check_image_file)
         check_image_channels(path, channel)
         strips = header[0][0] * header[0][1] > STRIP_PIXELS
-        lazy = strips and path.suffix.lower() in _TIFF and TiffRows.open(path) is not None
+        lazy = strips and TiffRows.open(path) is not None
         need = predict_memory(header, lazy)
         check_memory(path, header[0], need, "predicting it", "free memory, or cut the image "
                      "into smaller files (with overlap, if spores cross the cuts).", available)
@@ -373,7 +373,8 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
                                  else _read(item, channel, geometry.channels))
                 ahead = (reader.submit(_read, items[k + 1], channel, geometry.channels)
                          if k + 1 < len(items) and not (alone[k] or alone[k + 1]) else None)
-                blank = _constant(raw)
+                low, high = image_extremes(raw)  # a lazily read image block by block
+                blank = low == high
                 if blank:  # blank or saturated: nothing to see
                     warnings.warn(f"{item.path} has the same value in every pixel (a blank or "
                                   "saturated frame?): no spores counted in it.", stacklevel=2)
@@ -410,14 +411,6 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
                   itertools.chain.from_iterable(rows for rows, _ in results))
         write_csv(out / "summary.csv", SUMMARY_COLUMNS, [s for _, s in results])
         return [(s[0], s[1]) for _, s in results]
-
-
-def _constant(raw):
-    """Whether every pixel of an image (read whole or lazily) has the same value."""
-    if isinstance(raw, np.ndarray):
-        return bool(raw.size) and raw.min() == raw.max()
-    lows, highs = zip(*((b.min(), b.max()) for b in _blocks(raw)))
-    return min(lows) == max(highs)
 
 
 class _SpooledRows:
@@ -491,7 +484,7 @@ def _predict_in_strips(model, item, raw, prepared, out, columns, spool, *, thres
             areas = [np.bincount(step.finished.ravel())[step.first_id:]
                      for step in label_strips(masks(), height, min_area=min_area, split=False)]
             areas = np.concatenate(areas) if areas else np.zeros(0, np.int64)
-            h = _split_height(areas[areas > 0])
+            h = split_height_for_areas(areas[areas > 0])
         labels_raw = RawRows(scratch.enter_context(scratch_path(folder, f"{stem}_labels.raw")),
                              width, np.uint32)
         scratch.callback(labels_raw.close)

@@ -133,7 +133,7 @@ def split_height(mask, ratio=SPLIT_RATIO):
     while most spores stand alone). An empty mask gives 1 pixel.
     """
     regions, n = ndi.label(np.asarray(mask, bool))
-    return _split_height(np.bincount(regions.ravel(), minlength=n + 1)[1:], ratio)
+    return split_height_for_areas(np.bincount(regions.ravel(), minlength=n + 1)[1:], ratio)
 
 
 #: Background pixels kept around each region while it is split: the smoothing of its
@@ -247,13 +247,14 @@ def split_touching(mask, h=SPLIT_H):
     """
     regions, count, areas = _regions(np.asarray(mask, bool), 1)
     if h is None:
-        h = _split_height(areas)
+        h = split_height_for_areas(areas)
     _split_regions(regions, count, h)
     return regions
 
 
-def _split_height(areas, ratio=SPLIT_RATIO):
-    """:func:`split_height` from the regions' areas."""
+def split_height_for_areas(areas, ratio=SPLIT_RATIO):
+    """:func:`split_height` from the areas of the regions (pixels), e.g. those counted
+    strip by strip (:func:`label_strips` with ``split=False``)."""
     if len(areas) == 0:
         return 1.0
     return float(ratio * np.sqrt(np.median(areas) / np.pi))
@@ -294,7 +295,7 @@ def label_spores(prob_or_mask, threshold=0.5, min_area=MIN_AREA, split=True, h=S
     regions, count, areas = _regions(mask, min_area)
     del mask
     if split:
-        _split_regions(regions, count, _split_height(areas) if h is None else h, min_area)
+        _split_regions(regions, count, split_height_for_areas(areas) if h is None else h, min_area)
         return regions
     ids = np.zeros(count + 1, np.int32)  # consecutive ids for the regions kept
     kept = np.flatnonzero(np.bincount(regions.ravel(), minlength=count + 1)[1:]) + 1
@@ -390,7 +391,7 @@ def label_strips(strips, height, threshold=0.5, min_area=MIN_AREA, split=True, h
     h : float
         Split height in pixels (the relative default of :func:`label_spores` needs
         every region first: count without splitting, then pass
-        ``_split_height`` of the areas).
+        :func:`split_height_for_areas` of their areas).
 
     Yields
     ------

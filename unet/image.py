@@ -142,6 +142,16 @@ def normalization_range(image, low=1.0, high=99.8):
     return _range(percentile_sample(image), low, high, lambda: ([image.min()], [image.max()]))
 
 
+def image_extremes(image):
+    """``(minimum, maximum)`` of an image's pixels; an image read lazily from its file
+    (:class:`unet.io.TiffRows`) a block of rows at a time."""
+    if not _is_lazy(image):
+        image = np.asarray(image)
+        return image.min(), image.max()
+    lows, highs = zip(*((block.min(), block.max()) for block in _blocks(image)))
+    return min(lows), max(highs)
+
+
 def _range(sample, low, high, extremes):
     """The percentiles of ``sample``, or (when equal) ``min``/``max`` of what
     ``extremes()`` gives: ``(minima, maxima)`` of the image's blocks."""

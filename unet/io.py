@@ -928,10 +928,13 @@ class TiffRows:
 
     @classmethod
     def open(cls, path, channel=None):
-        """A :class:`TiffRows` of ``path``, or None when its layout is not one it reads
-        (several pages or series, planes stored apart, an unusual sample layout)."""
+        """A :class:`TiffRows` of ``path``, or None when it is not a TIFF or its layout
+        is not one it reads (several pages or series, planes stored apart, an unusual
+        sample layout)."""
         import tifffile
 
+        if Path(path).suffix.lower() not in _TIFF:
+            return None
         with tifffile.TiffFile(path) as tif:
             if len(tif.series) != 1 or len(tif.pages) != 1:
                 return None
