@@ -355,3 +355,16 @@ def test_a_strip_by_strip_predict_that_fails_midway_leaves_no_half_written_file(
     assert predict_images(model, [tmp_path / "big.tif"], tmp_path / "out", split_h=0.5,
                           overwrite=True)[0][1] > 0
     assert not [p for p in (tmp_path / "out").iterdir() if is_temporary_name(p.name)]
+
+
+def test_nan_pixels_of_a_large_tiff_read_lazily_are_refused_as_when_read_whole(tmp_path, model,
+                                                                              monkeypatch):
+    import unet.batch
+
+    image = np.random.default_rng(0).random((80, 90)).astype(np.float32)
+    image[3, 4] = np.nan
+    image[70, 1] = np.inf
+    tifffile.imwrite(tmp_path / "float.tif", image, rowsperstrip=16, compression="zlib")
+    monkeypatch.setattr(unet.batch, "STRIP_PIXELS", 1000)
+    with pytest.raises(UsageError, match="has 2 pixel.s. that are NaN or infinite"):
+        predict_images(model, [tmp_path / "float.tif"], tmp_path / "out")

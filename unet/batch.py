@@ -52,8 +52,9 @@ from .image import PreparedImage, image_extremes, percentile_sample, to_channels
 from .imagefile import (check_channels, check_image_channels, check_pixel_size, pixel_size_for,
                         read_image_channels)
 from .io import (IMAGE_EXTENSIONS, PngRows, RawRows, TiffRows, atomic_path,
-                 available_memory, check_memory, collect_images, folder_lock, image_header,
-                 list_images, remove_temporaries, save_png, scratch_path, write_csv)
+                 available_memory, check_finite, check_memory, collect_images, folder_lock,
+                 image_header, list_images, remove_temporaries, save_png, scratch_path,
+                 write_csv)
 from .model import model_geometry
 from .outputs import (Reported, check_areas, report_spores, spore_columns, spore_outline,
                       table_rows, write_labels_tiff, write_outline_rois, write_probability_tiff,
@@ -212,6 +213,8 @@ def _read(item, channel, channels):
     raw = TiffRows.open(item.path, channel) if item.lazy else None
     if raw is None:
         raw = read_image_channels(item.path, channel)
+    else:
+        check_finite(item.path, raw)  # as reading it whole checks
     have = 1 if raw.ndim == 2 else raw.shape[2]
     if channel is not None and have not in (1, channels):
         raise UsageError(

@@ -361,15 +361,25 @@ def check_single_image(path, tif):
 
 
 def check_finite(path, array):
-    """Refuse an image with NaN or infinite pixels, naming how many there are."""
+    """Refuse an image with NaN or infinite pixels, naming how many there are (an image
+    read lazily, :class:`TiffRows`, is read a block of rows at a time)."""
+    if isinstance(array, TiffRows):
+        if array.dtype.kind in "fc":
+            bad = sum(int(block.size - np.count_nonzero(np.isfinite(block)))
+                      for block in array.blocks())
+            _refuse_nonfinite(path, bad)
+        return
     array = np.asarray(array)
     if array.dtype.kind in "fc":
-        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
-        if bad:
-            raise UsageError(
-                f"{path} has {bad} pixel(s) that are NaN or infinite; replace them (e.g. by "
-                "0 or the image's median) before segmenting it."
-            )
+        _refuse_nonfinite(path, int(array.size - np.count_nonzero(np.isfinite(array))))
+
+
+def _refuse_nonfinite(path, bad):
+    if bad:
+        raise UsageError(
+            f"{path} has {bad} pixel(s) that are NaN or infinite; replace them (e.g. by "
+            "0 or the image's median) before segmenting it."
+        )
 
 
 def read_image(path):
@@ -1010,6 +1020,11 @@ class TiffRows:
         if out.dtype == bool:
             out = out.astype(np.uint8)
         return self._pick(out)
+
+    def blocks(self, rows=512):
+        """The image ``rows`` rows at a time, top to bottom."""
+        for top in range(0, self.shape[0], rows):
+            yield self.rows(top, top + rows)
 
     def _pick(self, block):
         if self._channel is not None:
