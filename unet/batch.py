@@ -526,8 +526,9 @@ def _predict_in_strips(model, item, raw, prepared, out, columns, spool, *, thres
                 placed_boxes.append((placed[0].start, placed[1].start, placed[0].stop,
                                      placed[1].stop))
             boxes.append(np.asarray(placed_boxes, np.int64).reshape(-1, 4))
-            centroids.append(np.c_[reported.table["centroid_y_px"], reported.table["centroid_x_px"]])
-            ids.append(reported.table["id"])
+            table = reported.table
+            centroids.append(np.c_[table["centroid_y_px"], table["centroid_x_px"]])
+            ids.append(table["id"])
             rows.extend(table_rows(item.name, reported, columns))
             counts["reported"] += reported.count
             counts["touching"] += reported.touching_border
