@@ -129,7 +129,11 @@ def predict_file_child(path):
     model = load_run("spores")[0]
     out["rss_after_model_mb"] = peak_rss_mb()
     if hasattr(batch, "predict_memory"):  # what predict's up-front check expects
-        out["estimate_mb"] = out["rss_after_model_mb"] + batch.predict_memory(path) / MB
+        lazy = hasattr(io, "TiffRows") and io.TiffRows.open(path) is not None
+        header = io.image_header(path)
+        need = (batch.predict_memory(header, lazy) if hasattr(batch, "STRIP_PIXELS")
+                else batch.predict_memory(path))
+        out["estimate_mb"] = out["rss_after_model_mb"] + need / MB
         out["available_mb"] = io.available_memory() / MB
     with tempfile.TemporaryDirectory() as tmp:
         counts = predict_images(model, [path], Path(tmp) / "out")
