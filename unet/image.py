@@ -136,25 +136,28 @@ def normalization_range(image, low=1.0, high=99.8):
     """
     if not _is_lazy(image):
         image = np.asarray(image)
-    if _is_lazy(image):
-        return _range(percentile_sample(image), low, high,
-                      lambda: zip(*((b.min(), b.max()) for b in _blocks(image))))
-    return _range(percentile_sample(image), low, high, lambda: ([image.min()], [image.max()]))
+    return _range(percentile_sample(image), low, high, lambda: image_extremes(image))
 
 
-def image_extremes(image):
+def image_extremes(image, channels=None):
     """``(minimum, maximum)`` of an image's pixels; an image read lazily from its file
-    (:class:`unet.io.TiffRows`) a block of rows at a time."""
+    (:class:`unet.io.TiffRows`) a block of rows at a time. With ``channels``, of the
+    image as the model is given it (:func:`to_channels`)."""
     if not _is_lazy(image):
         image = np.asarray(image)
+        if channels is not None:
+            image = _channels_view(image, channels)
         return image.min(), image.max()
-    lows, highs = zip(*((block.min(), block.max()) for block in _blocks(image)))
+    blocks = _blocks(image)
+    if channels is not None:
+        blocks = (_channels_view(block, channels) for block in blocks)
+    lows, highs = zip(*((block.min(), block.max()) for block in blocks))
     return min(lows), max(highs)
 
 
 def _range(sample, low, high, extremes):
-    """The percentiles of ``sample``, or (when equal) ``min``/``max`` of what
-    ``extremes()`` gives: ``(minima, maxima)`` of the image's blocks."""
+    """The percentiles of ``sample``, or (when equal) the ``(min, max)`` that
+    ``extremes()`` gives: the image's own, of every pixel."""
     if not 0 <= low < high <= 100:
         raise UsageError(f"Need 0 <= `low` < `high` <= 100, got low={low}, high={high}.")
     sample = np.array(sample, dtype=np.float32)  # a copy, sorted in place
@@ -162,8 +165,7 @@ def _range(sample, low, high, extremes):
     del sample
     if not hi > lo:
         # of the float32 values, as the result is computed (rounding keeps the order)
-        lows, highs = extremes()
-        lo, hi = float(np.float32(min(lows))), float(np.float32(max(highs)))
+        lo, hi = (float(np.float32(v)) for v in extremes())
     return lo, hi
 
 
@@ -266,8 +268,7 @@ class PreparedImage:
             self._lazy = image
             self._range = _range(
                 _channels_view(percentile_sample(image), self._channels), low, high,
-                lambda: zip(*((v.min(), v.max()) for v in
-                              (_channels_view(b, self._channels) for b in _blocks(image)))))
+                lambda: image_extremes(image, self._channels))
             self.shape = (*image.shape[:2], self._channels)
             return
         self._lazy = None
