@@ -387,6 +387,8 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
                         threshold=threshold, min_area=min_area, split_h=split_h,
                         max_area=max_area, exclude_border=exclude_border, tile=tile,
                         batch_size=batch_size or 1, tta=tta, probability=probability))
+                    if isinstance(raw, TiffRows):
+                        raw.close()
                     del raw, prepared
                     bar.update()
                     continue

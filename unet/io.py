@@ -777,13 +777,18 @@ def atomic_path(path):
     path = Path(path)
     # Not mkstemp: its 0600 mode would survive the rename; the writer creates the file
     # with the usual permissions instead.
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
+    tmp = _temporary_name(path)
     try:
         yield tmp
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _temporary_name(path):
+    """``.NAME.tmp-PID-XXXXXXXX.ext`` beside ``path``: the name of a temporary file."""
+    return path.with_name(f".{path.stem}.tmp-{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
 
 
 #: Names :func:`atomic_path` gives its temporary files (``.NAME.tmp-PID-XXXXXXXX.ext``).
@@ -934,7 +939,7 @@ class TiffRows:
         self.ndim = len(self.shape)
         self.dtype = np.dtype(self._dtype).newbyteorder("=")
         self._lock = threading.Lock()
-        self._file = None
+        self._tif = None  # the open file, parsed once (opened when first read)
 
     @classmethod
     def open(cls, path, channel=None):
@@ -966,34 +971,26 @@ class TiffRows:
                     page.dtype.newbyteorder(tif.byteorder), height, width, samples)
         return cls(path, info, channel)
 
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_file"], state["_lock"] = None, None
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-
     def close(self):
         """Close the file (reopened when read again)."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._tif is not None:
+            self._tif.close()
+            self._tif = None
 
     def _read(self, offset, count):
-        if self._file is None:
-            self._file = open(self.path, "rb")
-        self._file.seek(offset)
-        data = self._file.read(count)
+        if self._tif is None:
+            import tifffile
+
+            self._tif = tifffile.TiffFile(self.path)
+        handle = self._tif.filehandle
+        handle.seek(offset)
+        data = handle.read(count)
         if len(data) != count:
             raise UsageError(f"{self.path} is truncated: a block of pixels ends early.")
         return data
 
     def rows(self, top, bottom):
         """Image rows ``top .. bottom`` (clipped to the image), all columns."""
-        import tifffile
-
         height, width = self.shape[:2]
         top, bottom = max(0, int(top)), min(height, int(bottom))
         samples, dtype = self._samples, np.dtype(self._dtype)
@@ -1006,17 +1003,15 @@ class TiffRows:
                 data = self._read(self._offsets[0] + top * line, (bottom - top) * line)
                 out[:] = np.frombuffer(data, dtype).reshape(out.shape)
                 return self._pick(out)
-            with tifffile.TiffFile(self.path) as tif:
-                page = tif.pages[0]
-                across = -(-width // self._tile_w) if self._tile_w else 1
-                for band in range(top // self._rows_per, -(-bottom // self._rows_per)):
-                    for k in range(band * across, (band + 1) * across):
-                        data = self._read(self._offsets[k], self._counts[k])
-                        block, (_, _, y, x, _), _ = page.decode(data, k)
-                        block = block.reshape(block.shape[-3:])
-                        y0, y1 = max(y, top), min(y + block.shape[0], bottom, height)
-                        x1 = min(x + block.shape[1], width)
-                        out[y0 - top : y1 - top, x:x1] = block[y0 - y : y1 - y, : x1 - x]
+            across = -(-width // self._tile_w) if self._tile_w else 1
+            for band in range(top // self._rows_per, -(-bottom // self._rows_per)):
+                for k in range(band * across, (band + 1) * across):
+                    data = self._read(self._offsets[k], self._counts[k])
+                    block, (_, _, y, x, _), _ = self._tif.pages[0].decode(data, k)
+                    block = block.reshape(block.shape[-3:])
+                    y0, y1 = max(y, top), min(y + block.shape[0], bottom, height)
+                    x1 = min(x + block.shape[1], width)
+                    out[y0 - top : y1 - top, x:x1] = block[y0 - y : y1 - y, : x1 - x]
         if out.dtype == bool:
             out = out.astype(np.uint8)
         return self._pick(out)
@@ -1087,9 +1082,9 @@ class RawRows:
         self.height += len(rows)
 
     def __getitem__(self, key):
-        top, bottom, step = key.indices(self.height) if isinstance(key, slice) else (0, 0, 0)
-        if not isinstance(key, slice) or step != 1:
+        if not isinstance(key, slice) or key.step not in (None, 1):
             raise IndexError("RawRows reads a slice of rows (step 1).")
+        top, bottom, _ = key.indices(self.height)
         line = self.width * self.dtype.itemsize
         self._file.seek(top * line)
         data = self._file.read(max(0, bottom - top) * line)
@@ -1104,8 +1099,7 @@ def scratch_path(folder, name):
     """A temporary file name in ``folder`` (named as :func:`atomic_path` names its
     temporaries, so :func:`remove_temporaries` clears it after a crash), removed when
     the block ends."""
-    path = Path(folder) / name
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
+    tmp = _temporary_name(Path(folder) / name)
     try:
         yield tmp
     finally:
