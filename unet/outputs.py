@@ -124,7 +124,8 @@ def border_ids(labels):
 
 def report_spores(labels, table, pixel_size=NO_PIXEL_SIZE, exclude_border=False,
                   max_area=None, *, touching=None, first_id=1):
-    """Decide which spores are reported, number them 1..N and build their table.
+    """Decide which spores are reported, number them (1..N, or from ``first_id``) and
+    build their table.
 
     Parameters
     ----------
