@@ -297,10 +297,15 @@ def label_spores(prob_or_mask, threshold=0.5, min_area=MIN_AREA, split=True, h=S
     if split:
         _split_regions(regions, count, split_height_for_areas(areas) if h is None else h, min_area)
         return regions
-    ids = np.zeros(count + 1, np.int32)  # consecutive ids for the regions kept
+    return _consecutive(regions, count)[0]
+
+
+def _consecutive(regions, count):
+    """The regions left in a label image of ``count`` ids renumbered 1..N; and N."""
+    ids = np.zeros(count + 1, np.int32)
     kept = np.flatnonzero(np.bincount(regions.ravel(), minlength=count + 1)[1:]) + 1
     ids[kept] = np.arange(1, kept.size + 1, dtype=np.int32)
-    return ids[regions]
+    return ids[regions], int(kept.size)
 
 
 @dataclass
@@ -434,10 +439,7 @@ def label_strips(strips, height, threshold=0.5, min_area=MIN_AREA, split=True, h
         if split:
             n = _split_regions(finished_ids, count, h, min_area, open_top=top > 0)
         else:
-            kept = np.flatnonzero(np.bincount(finished_ids.ravel(), minlength=count + 1)[1:]) + 1
-            ids = np.zeros(count + 1, np.int32)
-            ids[kept] = np.arange(1, kept.size + 1, dtype=np.int32)
-            finished_ids, n = ids[finished_ids], int(kept.size)
+            finished_ids, n = _consecutive(finished_ids, count)
         np.add(finished_ids, np.int32(next_id - 1), out=finished_ids, where=finished_ids > 0)
         labels += finished_ids
         mask &= still_open[regions]  # what is left: the regions still open
