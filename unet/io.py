@@ -749,7 +749,13 @@ def folder_lock(folder, name="out_dir"):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 1000, 0).decode(errors="replace").strip() or "another process"
+            holder = ""
+            for _ in range(50):  # the holder writes its name just after taking the lock
+                holder = os.pread(fd, 1000, 0).decode(errors="replace").strip()
+                if holder:
+                    break
+                time.sleep(0.02)
+            holder = holder or "another process"
             raise UsageError(f"{folder} is in use by {holder}; wait until it has finished or "
                              f"choose another `{name}`.") from None
         command = " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv))
