@@ -699,6 +699,46 @@ def test_random_windows_cover_a_large_image_about_evenly():
     assert seen.min() >= 0.45 * seen.max()
 
 
+def windows_with_foreground(samples, tile, out, fraction, seed=0, take=20):
+    """Share of the training windows that hold a foreground pixel, and where they were."""
+    ds = D.make_dataset(samples, tile, out, batch_size=32, shuffle=True, repeat=True,
+                        seed=seed, foreground_fraction=fraction)
+    context, hits, total, tops = (tile - out) // 2, 0, 0, []
+    for x, y, _ in ds.take(take):
+        hits += int((y.numpy().reshape(len(y), -1).max(axis=1) > 0).sum())
+        total += len(y)
+        tops += [tuple(t[context, context, :2]) for t in x.numpy()]
+    return hits / total, tops
+
+
+def test_foreground_windows_find_sparse_objects():
+    tile, out = unet.tile_size_for(20, depth=2)
+    mask = np.zeros((200, 300), np.uint8)
+    mask[120:124, 40:45] = 1  # one small object: 20 of 60,000 pixels
+    samples = D.Samples(["sparse"], [coordinate_image(200, 300)], [mask])
+    uniform, _ = windows_with_foreground(samples, tile, out, 0.0)
+    half, _ = windows_with_foreground(samples, tile, out, 0.5)
+    every, tops = windows_with_foreground(samples, tile, out, 1.0)
+    assert uniform < 0.05 and 0.4 < half < 0.6 and every == 1.0
+    # the object is not always at the same place in the window
+    assert len(set(tops)) > 10
+
+
+def test_foreground_windows_leave_crops_and_empty_images_alone():
+    tile, out = unet.tile_size_for(20, depth=2)
+    samples = D.Samples(["empty"], [coordinate_image(80, 80)], [np.zeros((80, 80), np.uint8)])
+    share, tops = windows_with_foreground(samples, tile, out, 1.0, take=5)
+    assert share == 0 and len(set(tops)) > 5  # no foreground to aim at: uniform windows
+    crops = toy_samples(4, size=(16, 16))
+    plain = D.make_dataset(crops, tile, out, batch_size=4, shuffle=True, seed=2)
+    aimed = D.make_dataset(crops, tile, out, batch_size=4, shuffle=True, seed=2,
+                           foreground_fraction=1.0)
+    for a, b in zip(next(iter(plain)), next(iter(aimed))):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with pytest.raises(unet.UsageError, match="foreground_fraction"):
+        D.make_dataset(crops, tile, out, foreground_fraction=1.5)
+
+
 def test_mixed_crops_and_large_images_train_together():
     tile, out = unet.tile_size_for(24, depth=2)
     samples = toy_samples(3, size=(20, 16))

@@ -27,6 +27,7 @@ FLAGS = {
     "overwrite": "--overwrite",
     "steps": "--steps",
     "crop_size": "--crop-size",
+    "foreground_fraction": "--foreground-fraction",
     "precision": "--precision",
     "strategy": "--strategy",
     "threshold": "--threshold",
@@ -154,6 +155,9 @@ def _add_train(sub):
     p.add_argument("--crop-size", type=int, metavar="PX",
                    help="side of the training window in output pixels (default: chosen from "
                         "the data: the largest crop, or room for the context and 3 objects)")
+    p.add_argument("--foreground-fraction", type=float, metavar="F",
+                   help="share of the training windows of large images placed over an object "
+                        "(default 0.33; 0 = anywhere)")
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="JSON file of settings (see unet.run.Config); missing keys keep defaults")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -176,7 +180,8 @@ def _train(args):
     from .train import train
 
     config = Config.load(args.config) if args.config else Config()
-    overrides = {k: v for k, v in (("steps", args.steps), ("crop_size", args.crop_size))
+    overrides = {k: v for k, v in (("steps", args.steps), ("crop_size", args.crop_size),
+                                   ("foreground_fraction", args.foreground_fraction))
                  if v is not None}
     if overrides:
         config = Config.from_dict({**config.to_dict(), **overrides})

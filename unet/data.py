@@ -598,6 +598,40 @@ def _windows(length, out, count, rng):
     return rng.integers(-overhang, length - out + overhang + 1, size=count)
 
 
+#: Most foreground pixels per image kept as centres of foreground windows (a random
+#: subset of a larger foreground; bounds the memory of the list, not what it reaches).
+FOREGROUND_CENTRES = 1 << 16
+
+
+def _foreground_centres(masks, seed):
+    """Flat indices of (at most :data:`FOREGROUND_CENTRES`) foreground pixels per mask."""
+    rng = np.random.default_rng([int(seed), 1 << 20])
+    centres = []
+    for mask in masks:
+        found = np.flatnonzero(mask.ravel() > 0)
+        if found.size > FOREGROUND_CENTRES:
+            found = np.sort(rng.choice(found, FOREGROUND_CENTRES, replace=False))
+        centres.append(found)
+    return centres
+
+
+def _foreground_tops(centres, shape, out, count, rng):
+    """Corners (top, left) of ``count`` output windows that hold a foreground pixel.
+
+    A foreground pixel is drawn from ``centres`` (flat indices into ``shape``); the
+    window's top (left) is uniform over the places that keep the pixel inside it, within
+    the range :func:`_windows` draws from, so the pixel is not always in the middle.
+    """
+    overhang = 3 * out // 4
+    picked = centres[rng.integers(0, centres.size, size=count)]
+    corners = np.stack(np.unravel_index(picked, shape), axis=1).astype(np.int64)
+    for axis in (0, 1):
+        low = np.maximum(corners[:, axis] - out + 1, -overhang)
+        high = np.minimum(corners[:, axis], shape[axis] - out + overhang)
+        corners[:, axis] = low + (rng.random(count) * (high - low + 1)).astype(np.int64)
+    return corners
+
+
 def make_dataset(
     samples,
     tile,
@@ -611,6 +645,7 @@ def make_dataset(
     drop_remainder=False,
     w0=10.0,
     sigma=5.0,
+    foreground_fraction=0.0,
 ):
     """A ``tf.data`` pipeline of training tiles from images of any size.
 
@@ -619,8 +654,10 @@ def make_dataset(
     larger image gives ``ceil(h / out) * ceil(w / out)`` samples per pass, each an
     ``out x out`` window at a random place (every pixel about equally likely to be
     seen, see :func:`_windows`) with its real surroundings as the tile's context
-    (mirrored beyond the image border, weight 0 there). The decoded images stay in
-    memory; cutting, padding and augmentation run per element in a parallel map of
+    (mirrored beyond the image border, weight 0 there). With ``foreground_fraction > 0``
+    that share of the windows is placed over a random foreground pixel instead (as
+    nnU-Net oversamples foreground), so that sparse objects are seen at all. The decoded
+    images stay in memory; cutting, padding and augmentation run per element in a parallel map of
     TensorFlow ops (:func:`unet.augment.augment_tensors`: no Python, so no GIL, in the
     loop; see ``benchmarks/data_pipeline.py``). The order, the windows and the
     augmentation are fixed by ``seed`` and differ from pass to pass.
@@ -648,6 +685,10 @@ def make_dataset(
         Drop the last incomplete batch.
     w0, sigma : float
         Parameters of the border weights.
+    foreground_fraction : float
+        Share (0 to 1) of the random windows of large images placed over a random
+        foreground pixel of the mask instead of anywhere; images without foreground
+        keep uniform windows. Only with ``shuffle``.
 
     Returns
     -------
@@ -663,6 +704,9 @@ def make_dataset(
     _check_tile(tile, out)
     if int(batch_size) < 1:
         raise UsageError(f"`batch_size` must be at least 1, got {batch_size}.")
+    if not 0 <= foreground_fraction <= 1:
+        raise UsageError(
+            f"`foreground_fraction` must be between 0 and 1, got {foreground_fraction!r}.")
     augment = Augmentation() if augment is True else (augment or None)
     images = [np.asarray(im, np.float32) for im in samples.images]
     images = [im[..., None] if im.ndim == 2 else im for im in images]
@@ -694,6 +738,7 @@ def make_dataset(
     region = region_side(tile, augment) if large else out
     windows = np.ceil(np.maximum(sizes, out) / out).astype(np.int64)  # per axis
     per_pass = np.repeat(np.arange(len(images)), windows.prod(axis=1))
+    centres = _foreground_centres(masks, seed) if shuffle and foreground_fraction > 0 else None
 
     noise_bank = None
     if augment is not None and augment.noise:
@@ -710,16 +755,20 @@ def make_dataset(
             rng = np.random.default_rng([int(seed), pass_number])
             order = rng.permutation(per_pass) if shuffle else per_pass
             corners = np.zeros((len(order), 2), np.int64)
-            for axis in (0, 1):
-                for i in np.flatnonzero(sizes[:, axis] > out):
-                    where = np.flatnonzero(order == i)
-                    if shuffle:
-                        tops = _windows(sizes[i, axis], out, where.size, rng)
-                    else:  # the grid of windows, in row-major order
-                        k = np.arange(where.size)
-                        k = k // windows[i, 1] if axis == 0 else k % windows[i, 1]
-                        tops = k * out
-                    corners[where, axis] = tops - (region - out) // 2  # the region's corner
+            for i in np.flatnonzero((sizes > out).any(axis=1)):
+                where = np.flatnonzero(order == i)
+                if shuffle:
+                    tops = np.stack([_windows(sizes[i, axis], out, where.size, rng)
+                                     for axis in (0, 1)], axis=1)
+                    if centres is not None and centres[i].size:
+                        chosen = np.flatnonzero(rng.random(where.size) < foreground_fraction)
+                        tops[chosen] = _foreground_tops(
+                            centres[i], tuple(sizes[i]), out, chosen.size, rng)
+                else:  # the grid of windows, in row-major order
+                    k = np.arange(where.size)
+                    tops = np.stack([k // windows[i, 1], k % windows[i, 1]], axis=1) * out
+                # the region's corner; an axis that fits the window is used whole
+                corners[where] = np.where(sizes[i] > out, tops - (region - out) // 2, 0)
             yield order, corners, rng.integers(0, 2**63 - 1, size=len(order))
             if not repeat:
                 return

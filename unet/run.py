@@ -148,6 +148,11 @@ class Config:
         training starts (:func:`unet.data.choose_crop_size`: room for the model's context
         and three of the largest objects, or the largest image where all images are
         small) and writes the choice into ``config.json``.
+    foreground_fraction : float
+        Share of the random training windows of large images placed over a random
+        foreground pixel instead of anywhere (nnU-Net's oversampling of foreground), so
+        that objects covering a small part of large images are seen at all; 0 = uniform
+        windows. Crops no larger than the window are unaffected.
 
     Training
     --------
@@ -196,6 +201,7 @@ class Config:
     batch_norm: bool = False
     dropout: float = 0.0
     crop_size: int | None = None
+    foreground_fraction: float = 0.33
     # training
     steps: int = 3000
     steps_per_epoch: int = 100
@@ -244,6 +250,9 @@ class Config:
         if not 0 < self.learning_rate <= 1:
             raise UsageError(
                 f"`learning_rate` must be positive (at most 1), got {self.learning_rate!r}.")
+        if not 0 <= self.foreground_fraction <= 1:
+            raise UsageError("`foreground_fraction` must be between 0 and 1, got "
+                             f"{self.foreground_fraction!r}.")
         if not 0 <= self.dropout < 1:
             raise UsageError(f"`dropout` must be at least 0 and below 1, got {self.dropout!r}.")
         if not self.border_w0 >= 0 or not self.border_sigma > 0:

@@ -392,6 +392,7 @@ def train(
             train_set, config.tile_size, config.output_tile_size, batch_size=config.batch_size,
             augment=Augmentation() if config.augment else None, shuffle=True, seed=config.seed,
             repeat=True, weights=weights, w0=config.border_w0, sigma=config.border_sigma,
+            foreground_fraction=config.foreground_fraction,
         )
 
         config.save(out_dir / "config.json")
