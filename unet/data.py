@@ -603,11 +603,15 @@ def _windows(length, out, count, rng):
 FOREGROUND_CENTRES = 1 << 16
 
 
-def _foreground_centres(masks, seed):
-    """Flat indices of (at most :data:`FOREGROUND_CENTRES`) foreground pixels per mask."""
+def _foreground_centres(masks, out, seed):
+    """Flat indices of (at most :data:`FOREGROUND_CENTRES`) foreground pixels per mask
+    larger than the ``out x out`` window (none for the others: they are used whole)."""
     rng = np.random.default_rng([int(seed), 1 << 20])
     centres = []
     for mask in masks:
+        if max(mask.shape) <= out:
+            centres.append(np.zeros(0, np.int64))
+            continue
         found = np.flatnonzero(mask.ravel() > 0)
         if found.size > FOREGROUND_CENTRES:
             found = np.sort(rng.choice(found, FOREGROUND_CENTRES, replace=False))
@@ -657,10 +661,10 @@ def make_dataset(
     (mirrored beyond the image border, weight 0 there). With ``foreground_fraction > 0``
     that share of the windows is placed over a random foreground pixel instead (as
     nnU-Net oversamples foreground), so that sparse objects are seen at all. The decoded
-    images stay in memory; cutting, padding and augmentation run per element in a parallel map of
-    TensorFlow ops (:func:`unet.augment.augment_tensors`: no Python, so no GIL, in the
-    loop; see ``benchmarks/data_pipeline.py``). The order, the windows and the
-    augmentation are fixed by ``seed`` and differ from pass to pass.
+    images stay in memory; cutting, padding and augmentation run per element in a
+    parallel map of TensorFlow ops (:func:`unet.augment.augment_tensors`: no Python, so
+    no GIL, in the loop; see ``benchmarks/data_pipeline.py``). The order, the windows
+    and the augmentation are fixed by ``seed`` and differ from pass to pass.
 
     Parameters
     ----------
@@ -738,7 +742,7 @@ def make_dataset(
     region = region_side(tile, augment) if large else out
     windows = np.ceil(np.maximum(sizes, out) / out).astype(np.int64)  # per axis
     per_pass = np.repeat(np.arange(len(images)), windows.prod(axis=1))
-    centres = _foreground_centres(masks, seed) if shuffle and foreground_fraction > 0 else None
+    centres = _foreground_centres(masks, out, seed) if shuffle and foreground_fraction > 0 else None
 
     noise_bank = None
     if augment is not None and augment.noise:
