@@ -1,6 +1,8 @@
 """Post-processing chosen on validation data: the fast grid equals label_spores, and the
 choice recovers the split a data set needs."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -53,3 +55,16 @@ def test_calibration_by_counts_and_without_truth():
     result = calibrate_postprocessing(probs, counts=counts, masks=[t > 0 for t in labels])
     assert result["objective"].startswith("mean count error") and result["score"] == 0.0
     assert calibrate_postprocessing(probs) is None
+
+
+def test_plateau_choice_prefers_a_broad_optimum_to_a_lone_spike():
+    from unet.calibrate import plateau_choice
+
+    axes = ((0.3, 0.4, 0.5, 0.6, 0.7), (0.5, 1.0, 2.0), (8, 16))
+    scores = {key: (-0.80, 0.1) for key in itertools.product(*axes)}
+    scores[(0.3, 0.5, 8)] = (-0.95, 0.1)  # one lucky setting in a corner of the grid
+    for key in itertools.product((0.5, 0.6, 0.7), (1.0, 2.0), (8, 16)):
+        scores[key] = (-0.90, 0.1)  # a region where nearby settings all do well
+    assert min(scores, key=scores.get) == (0.3, 0.5, 8)  # plain argmax takes the spike
+    chosen = plateau_choice(scores, axes)
+    assert scores[chosen] == (-0.90, 0.1)  # a setting of the plateau, not the spike
