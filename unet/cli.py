@@ -157,7 +157,7 @@ def _add_train(sub):
                         "the data: the largest crop, or room for the context and 3 objects)")
     p.add_argument("--foreground-fraction", type=float, metavar="F",
                    help="share of the training windows of large images placed over an object "
-                        "(default 0.33; 0 = anywhere)")
+                        "(default 0.66; 0 = anywhere)")
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="JSON file of settings (see unet.run.Config); missing keys keep defaults")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
