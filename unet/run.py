@@ -154,7 +154,7 @@ class Config:
         large images are seen at all; 0 = uniform windows. Crops no larger than the
         window are unaffected. nnU-Net oversamples a third, StarDist 0.9; on real E. coli
         frames (cells under 1 % of a frame) 0 found no cell, 0.33 and 0.66 test Dice 0.39
-        and 0.45 (``benchmarks/README.md``).
+        and 0.43 (``benchmarks/README.md``).
 
     Training
     --------
