@@ -144,7 +144,27 @@ def test_train_user_errors(capsys, tmp_path, sample_dir):
                                "--config", tmp_path / "c.json"], "Unknown config key")
     assert_user_error(capsys, ["train", "--data", sample_dir, "--out", tmp_path / "r",
                                "--steps", "0"], "--steps must be a positive integer")
+    assert_user_error(capsys, ["train", "--data", sample_dir, "--out", tmp_path / "r",
+                               "--foreground-fraction", "2"],
+                      "--foreground-fraction must be between 0 and 1")
     assert not (tmp_path / "r").exists()
+
+
+def test_train_flags_reach_the_config(monkeypatch, capsys, tmp_path, sample_dir):
+    import unet.train
+
+    seen = {}
+
+    def fake_train(config, data_dir, out_dir, **kwargs):
+        seen["config"] = config
+        raise unet.UsageError("stopped here by the test")
+
+    monkeypatch.setattr(unet.train, "train", fake_train)
+    assert_user_error(capsys, ["train", "--data", sample_dir, "--out", tmp_path / "r",
+                               "--foreground-fraction", "0.25", "--crop-size", "60",
+                               "--steps", "7"], "stopped here by the test")
+    config = seen["config"]
+    assert (config.foreground_fraction, config.crop_size, config.steps) == (0.25, 60, 7)
 
 
 # ------------------------------------------------------------------ the error boundary

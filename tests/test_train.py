@@ -71,6 +71,7 @@ def test_config_round_trip_and_unknown_keys(tmp_path):
         (dict(filters=2.5), "filters`? must be a positive integer"),
         (dict(threshold=1.0), "threshold`? must be between 0 and 1"),
         (dict(learning_rate=0), "learning_rate`? must be positive"),
+        (dict(foreground_fraction=1.5), "foreground_fraction`? must be between 0 and 1"),
     ],
 )
 def test_config_rejects_bad_values(values, message):
