@@ -598,36 +598,36 @@ def _windows(length, out, count, rng):
     return rng.integers(-overhang, length - out + overhang + 1, size=count)
 
 
-#: Most foreground pixels per image kept as centres of foreground windows (a random
-#: subset of a larger foreground; bounds the memory of the list, not what it reaches).
-FOREGROUND_CENTRES = 1 << 16
+#: Most foreground pixels per image that foreground windows are placed over (a random
+#: subset where the foreground is larger, to bound the memory of the list).
+FOREGROUND_PIXELS = 1 << 16
 
 
-def _foreground_centres(masks, out, seed):
-    """Flat indices of (at most :data:`FOREGROUND_CENTRES`) foreground pixels per mask
+def _foreground_pixels(masks, out, seed):
+    """Flat indices of (at most :data:`FOREGROUND_PIXELS`) foreground pixels per mask
     larger than the ``out x out`` window (none for the others: they are used whole)."""
     rng = np.random.default_rng([int(seed), 1 << 20])
-    centres = []
+    candidates = []
     for mask in masks:
         if max(mask.shape) <= out:
-            centres.append(np.zeros(0, np.int64))
+            candidates.append(np.zeros(0, np.int64))
             continue
         found = np.flatnonzero(mask.ravel() > 0)
-        if found.size > FOREGROUND_CENTRES:
-            found = np.sort(rng.choice(found, FOREGROUND_CENTRES, replace=False))
-        centres.append(found)
-    return centres
+        if found.size > FOREGROUND_PIXELS:
+            found = np.sort(rng.choice(found, FOREGROUND_PIXELS, replace=False))
+        candidates.append(found)
+    return candidates
 
 
-def _foreground_tops(centres, shape, out, count, rng):
+def _foreground_tops(candidates, shape, out, count, rng):
     """Corners (top, left) of ``count`` output windows that hold a foreground pixel.
 
-    A foreground pixel is drawn from ``centres`` (flat indices into ``shape``); the
+    A foreground pixel is drawn from ``candidates`` (flat indices into ``shape``); the
     window's top (left) is uniform over the places that keep the pixel inside it, within
     the range :func:`_windows` draws from, so the pixel is not always in the middle.
     """
     overhang = 3 * out // 4
-    picked = centres[rng.integers(0, centres.size, size=count)]
+    picked = candidates[rng.integers(0, candidates.size, size=count)]
     corners = np.stack(np.unravel_index(picked, shape), axis=1).astype(np.int64)
     for axis in (0, 1):
         low = np.maximum(corners[:, axis] - out + 1, -overhang)
@@ -742,7 +742,8 @@ def make_dataset(
     region = region_side(tile, augment) if large else out
     windows = np.ceil(np.maximum(sizes, out) / out).astype(np.int64)  # per axis
     per_pass = np.repeat(np.arange(len(images)), windows.prod(axis=1))
-    centres = _foreground_centres(masks, out, seed) if shuffle and foreground_fraction > 0 else None
+    candidates = (_foreground_pixels(masks, out, seed)
+                  if shuffle and foreground_fraction > 0 else None)
 
     noise_bank = None
     if augment is not None and augment.noise:
@@ -764,10 +765,10 @@ def make_dataset(
                 if shuffle:
                     tops = np.stack([_windows(sizes[i, axis], out, where.size, rng)
                                      for axis in (0, 1)], axis=1)
-                    if centres is not None and centres[i].size:
+                    if candidates is not None and candidates[i].size:
                         chosen = np.flatnonzero(rng.random(where.size) < foreground_fraction)
                         tops[chosen] = _foreground_tops(
-                            centres[i], tuple(sizes[i]), out, chosen.size, rng)
+                            candidates[i], tuple(sizes[i]), out, chosen.size, rng)
                 else:  # the grid of windows, in row-major order
                     k = np.arange(where.size)
                     tops = np.stack([k // windows[i, 1], k % windows[i, 1]], axis=1) * out
