@@ -22,7 +22,6 @@ from scipy import ndimage as ndi
 from common import table
 
 from unet import calibrate as C
-from unet.count import MIN_AREA
 from unet.data import load_folder
 from unet.predict import predict_many
 from unet.run import load_run
@@ -36,11 +35,7 @@ def grids(run, data):
         samples = load_folder(Path(data) / split, channels=config.channels)
         truth = samples.labels or [ndi.label(np.asarray(m) > 0)[0] for m in samples.masks]
         splits[split] = (predict_many(model, samples.images), truth)
-    areas = np.concatenate([np.bincount(np.asarray(t).ravel())[1:] for t in splits["val"][1]])
-    median = float(np.median(areas[areas > 0]))
-    axes = (C.THRESHOLDS,
-            sorted({round(r * np.sqrt(median / np.pi), 3) for r in C.SPLIT_RATIOS}),
-            sorted({max(1, int(round(f * median))) for f in C.AREA_FRACTIONS} | {MIN_AREA}))
+    axes = (C.THRESHOLDS, *C.calibration_grid(splits["val"][1]))
     scored = {split: (C._grid_by_objects(probs, truth, *axes),
                       C._score_default(probs, truth, None))
               for split, (probs, truth) in splits.items()}

@@ -100,15 +100,9 @@ def calibrate_postprocessing(probs, labels=None, counts=None, masks=None,
         raise UsageError("calibrate_postprocessing needs at least one validation image.")
     truth = labels if labels is not None else (
         [ndi.label(np.asarray(m) > 0)[0] for m in masks] if masks is not None else None)
-    areas = (np.concatenate([np.bincount(np.asarray(t).ravel())[1:] for t in truth])
-             if truth is not None else np.array([]))
-    areas = areas[areas > 0]
-    median = float(np.median(areas)) if areas.size else 4.0 * MIN_AREA
-    if min_areas is None:
-        min_areas = sorted({max(1, int(round(f * median))) for f in AREA_FRACTIONS} | {MIN_AREA})
-    if split_heights is None:
-        radius = float(np.sqrt(median / np.pi))
-        split_heights = sorted({round(r * radius, 3) for r in SPLIT_RATIOS})
+    grid_heights, grid_areas = calibration_grid(truth)
+    split_heights = grid_heights if split_heights is None else split_heights
+    min_areas = grid_areas if min_areas is None else min_areas
     thresholds = tuple(thresholds)
     if labels is not None:
         objective = f"object F1 at IoU 0.5 on {len(probs)} validation images"
@@ -133,6 +127,30 @@ def calibrate_postprocessing(probs, labels=None, counts=None, masks=None,
         "default_score": float(sign * default_score[0]),
         "images": len(probs),
     }
+
+
+def calibration_grid(truth):
+    """The split heights and smallest areas the calibration tries for these objects.
+
+    Parameters
+    ----------
+    truth : sequence of numpy.ndarray or None
+        True instance labels, one per image (None: no objects known).
+
+    Returns
+    -------
+    (list of float, list of int)
+        :data:`SPLIT_RATIOS` times the median object radius, and :data:`AREA_FRACTIONS`
+        of the median object area with :data:`unet.count.MIN_AREA` (the median area
+        taken as ``4 * MIN_AREA`` without objects).
+    """
+    areas = (np.concatenate([np.bincount(np.asarray(t).ravel())[1:] for t in truth])
+             if truth is not None else np.array([]))
+    areas = areas[areas > 0]
+    median = float(np.median(areas)) if areas.size else 4.0 * MIN_AREA
+    radius = float(np.sqrt(median / np.pi))
+    return (sorted({round(r * radius, 3) for r in SPLIT_RATIOS}),
+            sorted({max(1, int(round(f * median))) for f in AREA_FRACTIONS} | {MIN_AREA}))
 
 
 def plateau_choice(scores, axes):
