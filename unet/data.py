@@ -594,8 +594,15 @@ def _windows(length, out, count, rng):
     """
     if rng is None:
         return np.arange(count, dtype=np.int64) * out
+    lowest, highest = _top_range(length, out)
+    return rng.integers(lowest, highest + 1, size=count)
+
+
+def _top_range(length, out):
+    """Lowest and highest top of a random window along an axis of ``length`` pixels
+    (an overhang of ``3 out / 4`` at both ends, see :func:`_windows`)."""
     overhang = 3 * out // 4
-    return rng.integers(-overhang, length - out + overhang + 1, size=count)
+    return -overhang, length - out + overhang
 
 
 #: Most foreground pixels per image that foreground windows are placed over (a random
@@ -626,12 +633,12 @@ def _foreground_tops(candidates, shape, out, count, rng):
     window's top (left) is uniform over the places that keep the pixel inside it, within
     the range :func:`_windows` draws from, so the pixel is not always in the middle.
     """
-    overhang = 3 * out // 4
     picked = candidates[rng.integers(0, candidates.size, size=count)]
     corners = np.stack(np.unravel_index(picked, shape), axis=1).astype(np.int64)
     for axis in (0, 1):
-        low = np.maximum(corners[:, axis] - out + 1, -overhang)
-        high = np.minimum(corners[:, axis], shape[axis] - out + overhang)
+        lowest, highest = _top_range(shape[axis], out)
+        low = np.maximum(corners[:, axis] - out + 1, lowest)
+        high = np.minimum(corners[:, axis], highest)
         corners[:, axis] = low + (rng.random(count) * (high - low + 1)).astype(np.int64)
     return corners
 
