@@ -1,6 +1,6 @@
 """The default training budget against the size of the training set.
 
-    python benchmarks/learning_curve.py [--sizes 6,25,100,360,1000] [--work DIR]
+    python benchmarks/learning_curve.py [--sizes 6,25,100,360,1000] [--steps N] [--work DIR]
 
 Data the project did not make: crops and a field of ``other_renderer.py`` (1000
 training, 40 validation, 200 test crops, one 1024^2 field). For each training-set size
@@ -10,7 +10,8 @@ scored on the test crops and the field by ``unet.evaluate.evaluate`` with the ru
 calibrated post-processing. Also printed: the validation Dice at a quarter, half and
 three quarters of the budget (from history.csv), which shows whether the default
 budget still buys anything, and the share of each epoch spent outside the training
-steps (validation, checkpoints, backup).
+steps (validation, checkpoints, backup). ``--steps`` trains longer (or shorter) than
+the default, to see what the budget costs (early stopping may end a run sooner).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def subset(source, out, n):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="6,25,100,360,1000", help="training-set sizes")
+    parser.add_argument("--steps", type=int, help="training steps (default: the CLI's)")
     parser.add_argument("--work", type=Path,
                         default=ROOT / "benchmarks" / "results" / "learning_curve")
     args = parser.parse_args(argv)
@@ -62,8 +64,8 @@ def main(argv=None):
     rows, results = [], {"machine": machine(), "sizes": {}}
     for n in sizes:
         folder = subset(data, args.work / f"n{n}", n)
-        run_dir = args.work / "runs" / f"n{n}"
-        seconds = train_unet(folder, run_dir)
+        run_dir = args.work / "runs" / (f"n{n}" + (f"_steps{args.steps}" if args.steps else ""))
+        seconds = train_unet(folder, run_dir, args.steps)
         history = read_history(run_dir / "history.csv")
         steps, dice = history["step"], history["val_dice"]
         at = {f: float(dice[: max(1, int(len(dice) * f))].max()) for f in (0.25, 0.5, 0.75, 1.0)}
