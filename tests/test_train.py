@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # ------------------------------------------------------------------------------ config
 def test_the_training_window_sets_the_tile_and_is_chosen_from_the_data(sample_dir):
-    from unet.data import choose_crop_size, load_folder
+    from unet.data import MAX_AUTO_CROP, choose_crop_size, load_folder
 
     config = Config(crop_size=100)
     assert (config.tile_size, config.output_tile_size) == (188, 100)  # depth 3
@@ -45,6 +45,13 @@ def test_the_training_window_sets_the_tile_and_is_chosen_from_the_data(sample_di
     field = crops.__class__(["f"], [np.zeros((1024, 1024, 3), np.float32)], [disks])
     # a large image: room for three of its largest objects (3 x 40 px; the context is 2 x 44)
     assert choose_crop_size(field, 3) == unet.tile_size_for(120, 3)[1]
+    # large objects: the window stops at MAX_AUTO_CROP (a 220 px tile at depth 3), which
+    # bounds the time of the default training whatever the object size
+    big = ((rows - 500) ** 2 + (cols - 500) ** 2 <= 45**2).astype(np.uint8)  # 90 px wide
+    large = crops.__class__(["f"], [np.zeros((1024, 1024, 3), np.float32)], [big])
+    window = choose_crop_size(large, 3)
+    assert window == MAX_AUTO_CROP < 3 * 90
+    assert Config(crop_size=window).tile_size == 220
 
 
 def test_config_round_trip_and_unknown_keys(tmp_path):

@@ -226,8 +226,12 @@ def _separate_reused_ids(labels):
     return regions.astype(np.int32), True
 
 
-#: Largest training window :func:`choose_crop_size` picks (pixels of output).
-MAX_AUTO_CROP = 256
+#: Largest training window :func:`choose_crop_size` picks (pixels of output): a 220 px
+#: tile at depth 3, whose default 3000 steps of 8 tiles took 10-11 minutes on 2 CPU
+#: cores; larger objects would otherwise make the default run longer than 15 minutes
+#: (a 316 px tile took 28, ``benchmarks/README.md``). Every output pixel sees the same
+#: context in any window; a larger one only holds more pixels per step.
+MAX_AUTO_CROP = 132
 
 
 def choose_crop_size(samples, depth, padding="valid"):
