@@ -68,3 +68,25 @@ def test_plateau_choice_prefers_a_broad_optimum_to_a_lone_spike():
     assert min(scores, key=scores.get) == (0.3, 0.5, 8)  # plain argmax takes the spike
     chosen = plateau_choice(scores, axes)
     assert scores[chosen] == (-0.90, 0.1)  # a setting of the plateau, not the spike
+
+
+def test_calibration_keeps_the_runs_own_smallest_object_where_it_scores_as_well():
+    """Disks of ~314 px with 30 px specks that are not objects: the run's default
+    smallest object (a tenth of the disks, 31 px) already drops the specks, so the
+    calibration keeps it; the fixed 16 px counts the specks and is replaced."""
+    rows, cols = np.mgrid[:200, :200]
+    probs, labels = [], []
+    for seed in range(2):
+        truth = np.zeros((200, 200), np.int32)
+        for k, (cy, cx) in enumerate(((40, 40), (40, 140), (140, 40), (140, 140)), 1):
+            truth[(rows - cy - seed) ** 2 + (cols - cx) ** 2 <= 10**2] = k
+        speck = np.zeros((200, 200), bool)
+        speck[95:100, 90:96] = True  # 30 px, far from every disk
+        probs.append(((truth > 0) | speck).astype(np.float32) * 0.9)
+        labels.append(truth)
+    kept = calibrate_postprocessing(probs, labels=labels, default_min_area=31)
+    assert (kept["threshold"], kept["split_h"], kept["min_area"]) == (0.5, None, 31)
+    assert kept["score"] == kept["default_score"] == 1.0
+    fixed = calibrate_postprocessing(probs, labels=labels)
+    assert fixed["default_score"] < 1.0 and fixed["score"] == 1.0
+    assert fixed["min_area"] > 30

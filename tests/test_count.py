@@ -393,3 +393,13 @@ def test_label_strips_counts_without_splitting_and_refuses_gaps():
         next(label_strips(_strips(mask, 10), 90, h=None))
     with pytest.raises(UsageError, match="starts at row 20, expected 10"):
         list(label_strips(((t, r) for t, r in _strips(mask, 10) if t != 10), 90, h=1.0))
+
+
+def test_the_smallest_object_follows_the_objects_size():
+    from unet.count import MIN_AREA_FRACTION, min_area_for_areas
+
+    assert min_area_for_areas([]) == MIN_AREA
+    assert min_area_for_areas([100, 170, 166]) == MIN_AREA  # spores: a tenth is 16.6
+    assert min_area_for_areas([300, 511, 2000]) == int(MIN_AREA_FRACTION * 511) == 51
+    assert min_area_for_areas([2355] * 3) == 235  # large nuclei: specks of 200 px go
+    assert min_area_for_areas([20, 30]) == MIN_AREA  # never below the fixed floor

@@ -813,3 +813,17 @@ def test_jpeg_and_png_are_turned_upright_by_their_exif_orientation(tmp_path):
     shown = unet.read_image(tmp_path / "turned.png")
     assert shown.shape == (6, 4) and shown[0, -1] == 255  # as a viewer shows it
     assert unet.read_mask(tmp_path / "turned.png").shape == (6, 4)  # masks alike
+
+
+def test_the_smallest_object_is_chosen_from_the_training_objects():
+    rows, cols = np.mgrid[:200, :200]
+    big = ((rows - 60) ** 2 + (cols - 60) ** 2 <= 30**2)  # 2821 px
+    labels = big * 1 + ((rows - 140) ** 2 + (cols - 140) ** 2 <= 30**2) * 2
+    image = np.zeros((200, 200, 3), np.float32)
+    with_labels = D.Samples(["a"], [image], [labels > 0], [labels.astype(np.int32)])
+    assert D.choose_min_area(with_labels) == int(0.1 * big.sum()) == 282
+    # without labels the objects are the mask's components: two disks touching merge
+    touching = big | ((rows - 60) ** 2 + (cols - 119) ** 2 <= 30**2)
+    merged = D.Samples(["b"], [image], [touching.astype(np.uint8)])
+    assert D.choose_min_area(merged) == int(0.1 * touching.sum())
+    assert D.choose_min_area(D.Samples(["c"], [image], [np.zeros((200, 200), np.uint8)])) == 16

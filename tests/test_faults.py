@@ -276,10 +276,14 @@ def test_predict_with_too_little_room_fails_in_one_line_and_recovers(tmp_path, t
 
 # ---------------------------------------------- the narrow windows, made on purpose
 def _uncalibrated(config):
-    """``config`` as a run saves it before its calibration."""
+    """``config`` as a run saves it before its calibration (its smallest object chosen
+    from the training objects)."""
+    from unet.data import choose_min_area, load_folder
+
     default = Config(**TRAIN_CONFIG)
     return dataclasses.replace(config, threshold=default.threshold, split_h=default.split_h,
-                               min_area=default.min_area, calibration=None)
+                               min_area=choose_min_area(load_folder(SAMPLE / "train")),
+                               calibration=None)
 
 
 def test_a_run_killed_after_its_first_checkpoint_but_before_its_backup_starts_again(

@@ -134,6 +134,7 @@ _LAZY = {
     "pad_to_tile": "data",
     "sample_weights": "data",
     "choose_crop_size": "data",
+    "choose_min_area": "data",
     # baseline: the classical method for contrast
     "baseline_mask": "baseline",
     "otsu_mask": "baseline",

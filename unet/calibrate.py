@@ -59,7 +59,7 @@ def _f1(tp, fp, fn):
 
 def calibrate_postprocessing(probs, labels=None, counts=None, masks=None,
                              thresholds=THRESHOLDS, split_heights=None,
-                             min_areas=None):
+                             min_areas=None, default_min_area=MIN_AREA):
     """The post-processing that scores best on validation images, with its neighbours.
 
     The grid point chosen is the one whose neighbourhood scores best
@@ -83,6 +83,10 @@ def calibrate_postprocessing(probs, labels=None, counts=None, masks=None,
     min_areas : sequence of int, optional
         Default: fractions :data:`AREA_FRACTIONS` of the median true object area (from
         the labels, else the mask components), and :data:`unet.count.MIN_AREA`.
+    default_min_area : int
+        The smallest object of the defaults, which are scored beside the grid and kept
+        (with threshold 0.5 and the relative split height) where they score as well: a
+        trained run's own, from its training objects (:func:`unet.data.choose_min_area`).
 
     Returns
     -------
@@ -90,8 +94,8 @@ def calibrate_postprocessing(probs, labels=None, counts=None, masks=None,
         ``threshold``, ``split_h``, ``min_area`` (the choice), ``objective`` (what was
         maximised or minimised, in words), ``score`` (its value for the choice) and
         ``default_score`` (for threshold 0.5, the relative split height
-        :data:`unet.count.SPLIT_H` and :data:`unet.count.MIN_AREA`), ``images``; None
-        without any truth.
+        :data:`unet.count.SPLIT_H` and ``default_min_area``), ``images``; None without
+        any truth.
     """
     probs = [np.asarray(p, np.float32) for p in probs]
     if labels is None and counts is None:
@@ -113,9 +117,9 @@ def calibrate_postprocessing(probs, labels=None, counts=None, masks=None,
             thresholds = (_best_pixel_threshold(probs, masks, thresholds),)
         scores = _grid_by_counts(probs, counts, thresholds, split_heights, min_areas)
     best = plateau_choice(scores, (thresholds, split_heights, min_areas))
-    default_score = _score_default(probs, labels, counts)
+    default_score = _score_default(probs, labels, counts, default_min_area)
     if default_score <= scores[best]:  # the relative default does as well: keep it
-        best = (0.5, None, MIN_AREA)
+        best = (0.5, None, int(default_min_area))
         scores[best] = default_score
     sign = -1.0 if labels is not None else 1.0  # stored as minimised keys
     return {
@@ -187,12 +191,12 @@ def plateau_choice(scores, axes):
     return min(scores, key=neighbourhood)
 
 
-def _score_default(probs, labels, counts):
-    """The key of the defaults (threshold 0.5, relative split height, MIN_AREA)."""
+def _score_default(probs, labels, counts, min_area=MIN_AREA):
+    """The key of the defaults (threshold 0.5, relative split height, ``min_area``)."""
     tp = fp = fn = 0
     errors = []
     for k, prob in enumerate(probs):
-        pred = label_spores(prob, 0.5, MIN_AREA, h=SPLIT_H)
+        pred = label_spores(prob, 0.5, min_area, h=SPLIT_H)
         n_pred = count_labels(pred)
         if labels is not None:
             s = object_scores(labels[k], pred, thresholds=(0.5,))

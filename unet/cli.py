@@ -230,7 +230,7 @@ def _postprocessing(args, config):
     chosen = {
         "threshold": config.threshold if config else 0.5,
         "split_h": config.split_h if config else SPLIT_H,
-        "min_area": config.min_area if config else MIN_AREA,
+        "min_area": config.min_area if config and config.min_area is not None else MIN_AREA,
     }
     if args.threshold is not None:
         if not 0 < args.threshold < 1:

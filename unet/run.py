@@ -180,8 +180,12 @@ class Config:
         Post-processing: the probability above which a pixel is foreground (metrics,
         masks, counts), the split height of touching objects in pixels (None: 5 % of
         the median object radius, :func:`unet.count.split_height`) and the smallest
-        object in pixels (see :func:`unet.count.label_spores`). With ``calibrate`` they are chosen
-        on the validation split after training.
+        object in pixels (see :func:`unet.count.label_spores`; None: chosen when training
+        starts, a tenth of the median area of the training objects and at least 16,
+        :func:`unet.data.choose_min_area`, written into ``config.json``). With
+        ``calibrate`` they are chosen on the validation split after training (threshold
+        0.5, the relative split height and this ``min_area`` kept where they score as
+        well).
     calibrate : bool
         Choose ``threshold``, ``split_h`` and ``min_area`` on the validation split when
         it has instance labels or counts (:func:`unet.calibrate.calibrate_postprocessing`).
@@ -221,7 +225,7 @@ class Config:
     # post-processing
     threshold: float = 0.5
     split_h: float | None = None
-    min_area: int = 16
+    min_area: int | None = None
     calibrate: bool = True
     calibration: dict | None = None
 
@@ -358,7 +362,10 @@ class Config:
 
     def postprocessing(self):
         """``threshold``, ``h`` and ``min_area`` as :func:`unet.count.label_spores` takes them."""
-        return {"threshold": self.threshold, "h": self.split_h, "min_area": self.min_area}
+        from .count import MIN_AREA
+
+        return {"threshold": self.threshold, "h": self.split_h,
+                "min_area": MIN_AREA if self.min_area is None else self.min_area}
 
     def build_model(self):
         """The (untrained, uncompiled) fully convolutional model of this config."""

@@ -368,6 +368,8 @@ def train(
     if config.crop_size is None:
         config = dataclasses.replace(
             config, crop_size=data.choose_crop_size(train_set, config.depth, config.padding))
+    if config.min_area is None:
+        config = dataclasses.replace(config, min_area=data.choose_min_area(train_set))
     role = multiworker_role() if strategy == "multiworker" else None
     chief_dir = Path(out_dir)
     # one process per run folder: the chief's (or the only) process owns it
@@ -507,7 +509,7 @@ def _calibrate(config, out_dir, val_set, val_dir):
     model, _ = load_run(out_dir)
     probs = predict_many(model, val_set.images)
     result = calibrate_postprocessing(probs, labels=val_set.labels, counts=counts,
-                                      masks=val_set.masks)
+                                      masks=val_set.masks, default_min_area=config.min_area)
     config = dataclasses.replace(config, threshold=result["threshold"],
                                  split_h=result["split_h"], min_area=result["min_area"],
                                  calibration=result)
