@@ -17,12 +17,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from common import table
 
 from unet import calibrate as C
-from unet.data import load_folder
+from unet.data import load_folder, object_labels
 from unet.predict import predict_many
 from unet.run import load_run
 
@@ -33,8 +32,7 @@ def grids(run, data):
     splits = {}
     for split in ("val", "test"):
         samples = load_folder(Path(data) / split, channels=config.channels)
-        truth = samples.labels or [ndi.label(np.asarray(m) > 0)[0] for m in samples.masks]
-        splits[split] = (predict_many(model, samples.images), truth)
+        splits[split] = (predict_many(model, samples.images), list(object_labels(samples)))
     axes = (C.THRESHOLDS, *C.calibration_grid(splits["val"][1]))
     scored = {split: (C._grid_by_objects(probs, truth, *axes),
                       C._score_default(probs, truth, None))

@@ -21,34 +21,14 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from common import table
 
-from unet.count import (MIN_AREA, label_spores, min_area_for_areas, object_scores,
-                        relative_count_error, remove_small_regions)
-from unet.data import load_folder, object_areas
+from unet.calibrate import _grid_by_objects
+from unet.count import MIN_AREA, min_area_for_areas
+from unet.data import load_folder, object_areas, object_labels
 from unet.predict import predict_many
 from unet.run import load_run
-
-
-def instances(samples):
-    return samples.labels or [ndi.label(np.asarray(m) > 0)[0] for m in samples.masks]
-
-
-def scores(probs, truth, min_area):
-    """Pooled object F1 at IoU 0.5 and mean count error with the default split."""
-    tp = fp = fn = 0
-    errors = []
-    for prob, true in zip(probs, truth):
-        pred = remove_small_regions(label_spores(prob, 0.5, min_area=1), min_area)
-        s = object_scores(true, pred, thresholds=(0.5,))
-        tp, fp, fn = tp + int(s["tp"][0]), fp + int(s["fp"][0]), fn + int(s["fn"][0])
-        n_true = int(np.unique(true[true > 0]).size)
-        n_pred = int(np.unique(pred[pred > 0]).size)
-        errors.append(float(relative_count_error([n_true], [n_pred])[0]))
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
-    return f1, float(np.mean(errors))
 
 
 def main(argv=None):
@@ -70,11 +50,14 @@ def main(argv=None):
             if not (data / split).is_dir():
                 continue
             samples = load_folder(data / split, channels=config.channels)
-            probs, truth = predict_many(model, samples.images), instances(samples)
-            cells = [scores(probs, truth, MIN_AREA)]
-            cells += [scores(probs, truth, min_area_for_areas(areas, f)) for f in fractions]
+            probs, truth = predict_many(model, samples.images), list(object_labels(samples))
+            chosen = [MIN_AREA, *(min_area_for_areas(areas, f) for f in fractions)]
+            # pooled object F1 at IoU 0.5 and mean count error, as the calibration scores
+            # its grid: threshold 0.5, the relative split height (h None)
+            scored = _grid_by_objects(probs, truth, (0.5,), (None,), sorted(set(chosen)))
             rows.append([Path(run).name, split, f"{median:.0f}",
-                         *(f"{f1:.3f} / {100 * err:.1f} %" for f1, err in cells)])
+                         *(f"{-scored[0.5, None, a][0]:.3f} / "
+                           f"{100 * scored[0.5, None, a][1]:.1f} %" for a in chosen)])
             print(rows[-1], flush=True)
     print("object F1 / count error at threshold 0.5 and the relative split height")
     print(table(rows, ["run", "split", "median training area (px)", f"{MIN_AREA} px",

@@ -262,15 +262,21 @@ def choose_crop_size(samples, depth, padding="valid"):
     return tile_size_for(window, depth, padding)[1]
 
 
-def object_areas(samples):
-    """The areas (pixels) of all objects of loaded samples: their labels' ids, or the
-    connected components of their masks where there are no labels."""
+def object_labels(samples):
+    """The objects of loaded samples, one label image at a time (a generator): their
+    labels, or the connected components of their masks where there are no labels."""
     from scipy import ndimage as ndi
 
-    areas = []
     for k, mask in enumerate(samples.masks):
-        objects = samples.labels[k] if samples.labels is not None else ndi.label(mask > 0)[0]
-        counts = np.bincount(np.asarray(objects).ravel())[1:]
+        yield (np.asarray(samples.labels[k]) if samples.labels is not None
+               else ndi.label(np.asarray(mask) > 0)[0])
+
+
+def object_areas(samples):
+    """The areas (pixels) of all objects of loaded samples (:func:`object_labels`)."""
+    areas = []
+    for objects in object_labels(samples):
+        counts = np.bincount(objects.ravel())[1:]
         areas.append(counts[counts > 0])
     return np.concatenate(areas) if areas else np.zeros(0, np.int64)
 
