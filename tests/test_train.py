@@ -80,6 +80,7 @@ def test_config_round_trip_and_unknown_keys(tmp_path):
         (dict(threshold=1.0), "threshold`? must be between 0 and 1"),
         (dict(learning_rate=0), "learning_rate`? must be positive"),
         (dict(foreground_fraction=1.5), "foreground_fraction`? must be between 0 and 1"),
+        (dict(validation_share=0), "validation_share`? must be above 0 and at most 1"),
     ],
 )
 def test_config_rejects_bad_values(values, message):
@@ -444,3 +445,85 @@ def test_the_runs_smallest_object_follows_its_training_objects(tmp_path):
     fixed = train(dataclasses.replace(config, min_area=20), tmp_path / "data",
                   tmp_path / "run20", precision="fp32", strategy="default", verbose=0)
     assert fixed["config"].min_area == 20
+
+
+def test_the_validation_interval_keeps_validation_within_its_share():
+    from unet.train import validation_interval
+
+    assert validation_interval(0.3, 13.0, 0.1) == 1  # small splits: every epoch, as before
+    assert validation_interval(1.3, 13.0, 0.1) == 1  # exactly the share
+    assert validation_interval(1.4, 13.0, 0.1) == 2
+    assert validation_interval(30.0, 13.0, 0.1) == 24  # 100 megapixels beside 13 s epochs
+    assert validation_interval(30.0, 13.0, 1.0) == 3
+    assert validation_interval(5.0, 0.0, 0.1) == 1  # no training time measured: validate
+
+
+def _validation(max_share, epochs):
+    from unet.data import Samples
+    from unet.train import WholeImageValidation
+
+    rng = np.random.default_rng(0)
+    images = [rng.random((40, 52, 1)).astype(np.float32) for _ in range(2)]
+    masks = [(image[..., 0] > 0.5).astype(np.uint8) for image in images]
+    model = unet.unet_model((None, None, 1), num_classes=1, filters=4, depth=2)
+    callback = WholeImageValidation(Samples(["a", "b"], images, masks, [None, None]),
+                                    unet.get_loss("bce_dice"), max_share=max_share)
+    callback.set_model(model)
+    callback.set_params({"epochs": epochs})
+    return callback
+
+
+def _epoch(callback, epoch, trained_seconds):
+    callback.on_epoch_begin(epoch)
+    callback._started = time.perf_counter() - trained_seconds  # as if it trained this long
+    logs = {}
+    callback.on_epoch_end(epoch, logs)
+    return logs
+
+
+def test_a_slow_validation_runs_every_few_epochs_and_always_at_the_end():
+    """A validation slower than its share of the training time is repeated only every
+    few epochs; the epochs between carry its scores with val_seconds 0 (so early
+    stopping counts them as steps without a better Dice), the last epoch is validated."""
+    callback = _validation(max_share=0.1, epochs=6)
+    first = _epoch(callback, 0, trained_seconds=1e-6)  # validation >> 10 % of 1 us
+    assert first["val_seconds"] > 0 and 0 <= first["val_dice"] <= 1
+    assert callback.interval > 5
+    callback.model.set_weights([w + 0.5 for w in callback.model.get_weights()])
+    for epoch in range(1, 5):
+        carried = _epoch(callback, epoch, trained_seconds=1e-6)
+        assert carried["val_seconds"] == 0.0
+        assert {k: v for k, v in carried.items() if k != "val_seconds"} == {
+            k: v for k, v in first.items() if k != "val_seconds"}
+    last = _epoch(callback, 5, trained_seconds=1e-6)
+    assert last["val_seconds"] > 0 and last["val_loss"] != first["val_loss"]  # new weights
+
+
+def test_a_fast_validation_or_no_share_validates_every_epoch():
+    for share, trained in ((0.1, 1e6), (None, 1e-6)):
+        callback = _validation(max_share=share, epochs=4)
+        for epoch in range(3):
+            assert _epoch(callback, epoch, trained_seconds=trained)["val_seconds"] > 0
+        assert callback.interval == 1
+
+
+def test_validations_are_never_further_apart_than_the_patience():
+    """Carried scores count as epochs without a gain, so validations must come at least
+    as often as the learning-rate schedule's and early stopping's patience."""
+    callback = _validation(max_share=0.1, epochs=12)
+    callback.max_interval = 3
+    seconds = [_epoch(callback, epoch, trained_seconds=1e-6)["val_seconds"]
+               for epoch in range(12)]
+    assert [epoch for epoch, s in enumerate(seconds) if s > 0] == [0, 3, 6, 9, 11]
+
+
+def test_the_calibration_scores_at_most_its_pixel_budget():
+    from unet.train import calibration_subset
+
+    assert calibration_subset([100] * 5, budget=500) == [0, 1, 2, 3, 4]  # all fit: all
+    chosen = calibration_subset([100] * 50, budget=1000)
+    assert len(chosen) == 10 and chosen == sorted(set(chosen))
+    assert chosen != list(range(10))  # spread over the split, not its first images
+    assert chosen == calibration_subset([100] * 50, budget=1000)  # seeded
+    assert calibration_subset([400, 5000, 300], budget=1000) == [0, 2]
+    assert len(calibration_subset([5000, 6000], budget=1000)) == 1  # at least one image

@@ -162,7 +162,16 @@ class Config:
         Optimiser steps over an endless augmented stream, whatever the data size
         (early stopping may end sooner).
     steps_per_epoch : int
-        Steps between validations (one row of history.csv, one checkpoint).
+        Steps per epoch: one row of history.csv, one validation and checkpoint (fewer
+        with ``validation_share``).
+    validation_share : float or None
+        Most of the training time that validating on the whole validation images may
+        take: where one validation takes longer than this share of an epoch's training,
+        the next ones come every few epochs instead, at most every ``reduce_lr_steps``
+        (so the learning-rate schedule and early stopping still act on a validation);
+        the last epoch is always validated, epochs between carry the last scores, and
+        multi-worker runs validate every epoch. None validates every epoch. The default
+        0.1 leaves every measured set's validation every epoch (0.1-4 % of the time).
     batch_size : int
         Tiles per step (global, summed over devices).
     learning_rate : float
@@ -188,7 +197,8 @@ class Config:
         well).
     calibrate : bool
         Choose ``threshold``, ``split_h`` and ``min_area`` on the validation split when
-        it has instance labels or counts (:func:`unet.calibrate.calibrate_postprocessing`).
+        it has instance labels or counts (:func:`unet.calibrate.calibrate_postprocessing`;
+        at most 8 megapixels of it, :data:`unet.train.CALIBRATION_PIXELS`).
     calibration : dict or None
         Written by training: what the calibration chose and the scores it compared.
     seed : int
@@ -211,6 +221,7 @@ class Config:
     # training
     steps: int = 3000
     steps_per_epoch: int = 100
+    validation_share: float | None = 0.1
     batch_size: int = 8
     learning_rate: float = 1e-3
     loss: str = "bce_dice"
@@ -259,6 +270,9 @@ class Config:
         if not 0 <= self.foreground_fraction <= 1:
             raise UsageError("`foreground_fraction` must be between 0 and 1, got "
                              f"{self.foreground_fraction!r}.")
+        if self.validation_share is not None and not 0 < self.validation_share <= 1:
+            raise UsageError("`validation_share` must be above 0 and at most 1, or null, got "
+                             f"{self.validation_share!r}.")
         if not 0 <= self.dropout < 1:
             raise UsageError(f"`dropout` must be at least 0 and below 1, got {self.dropout!r}.")
         if not self.border_w0 >= 0 or not self.border_sigma > 0:

@@ -32,8 +32,9 @@ from .run import Config, load_run, prepare_run_dir, read_history  # noqa: F401  
 
 
 class _EpochTimer(keras.callbacks.Callback):
-    """Adds ``seconds`` (wall-clock time of the epoch, validation included) and ``step``
-    (optimiser steps done) to the logs."""
+    """Adds ``seconds`` (wall-clock time of the epoch's training steps; the validation
+    after them is timed as ``val_seconds``) and ``step`` (optimiser steps done) to the
+    logs."""
 
     def __init__(self, steps_per_epoch):
         super().__init__()
@@ -48,42 +49,90 @@ class _EpochTimer(keras.callbacks.Callback):
             logs["step"] = (epoch + 1) * self.steps_per_epoch
 
 
+def validation_interval(validation_seconds, epoch_seconds, max_share):
+    """Epochs between validations that keep them within ``max_share`` of the training time.
+
+    The smallest ``k >= 1`` with ``validation_seconds <= max_share * k * epoch_seconds``
+    (``epoch_seconds``: the training time of one epoch, validation not included).
+    """
+    if not epoch_seconds > 0:
+        return 1
+    return max(1, math.ceil(validation_seconds / (max_share * epoch_seconds) - 1e-9))
+
+
 class WholeImageValidation(keras.callbacks.Callback):
     """Validation on whole images at their own size, as ``evaluate`` scores them.
 
-    At the end of every epoch each validation image is predicted by overlap-tiles
+    At the end of an epoch each validation image is predicted by overlap-tiles
     (:func:`unet.predict.predict_many`, exact for the default crop-skip model) and the
     pixel counts are pooled over all of them: ``val_dice``, ``val_iou``,
     ``val_precision``, ``val_recall``, ``val_loss`` (the loss over all pixels of all
-    validation images) and ``val_seconds`` (the time it took) go into the logs, for the checkpoint, early stopping, the
-    learning-rate schedule and history.csv.
+    validation images) and ``val_seconds`` (the time it took) go into the logs, for the
+    checkpoint, early stopping, the learning-rate schedule and history.csv.
+
+    A large validation split would otherwise take longer than the training itself
+    (about 3.4 megapixels a second on 2 CPU cores: 100 megapixels add half a minute to
+    every epoch). With ``max_share`` the validation runs only every ``k``-th epoch, ``k``
+    the smallest interval that keeps its time within ``max_share`` of the training
+    time, measured on the last validated epoch, but at most ``max_interval`` epochs;
+    the last epoch is always validated. Epochs in between carry the last validation's
+    scores with ``val_seconds`` 0, so early stopping and the learning-rate schedule
+    keep counting steps without a better validation Dice (``train`` passes the shorter
+    of their patiences as ``max_interval``, so neither acts before a validation has
+    shown no gain), and the checkpoint saves only validated weights. (Multi-worker
+    runs pass None: workers time differently, and all must stop at the same epoch.)
     """
 
-    def __init__(self, samples, loss, threshold=0.5, batch_size=8, local=False):
+    def __init__(self, samples, loss, threshold=0.5, batch_size=8, local=False,
+                 max_share=None, max_interval=None):
         super().__init__()
         self.samples, self.loss, self.threshold = samples, loss, float(threshold)
         self.batch_size = int(batch_size)
         self.truth = [np.asarray(m) > 0 for m in samples.masks]
         self.local = bool(local)  # a multi-worker run: see _LocalPredictions
+        self.max_share = None if max_share is None else float(max_share)
+        self.max_interval = max_interval
+        self.interval = 1  # validate every this many epochs
         self._predictor = None
+        self._last = None  # the logs of the last validation
+        self._last_epoch = None
+        self._started = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def _due(self, epoch):
+        last = epoch + 1 >= (self.params or {}).get("epochs", epoch + 1)
+        return self._last is None or last or epoch - self._last_epoch >= self.interval
 
     def on_epoch_end(self, epoch, logs=None):
         start = time.perf_counter()
+        if not self._due(epoch):
+            if logs is not None:
+                logs.update(self._last, val_seconds=0.0)
+            return
+        trained = start - self._started if self._started is not None else None
         if self._predictor is None:
             self._predictor = _LocalPredictions(self.model) if self.local else self.model
         probs = predict_many(self._predictor, self.samples.images, self.batch_size)
         counts = np.zeros(4, np.int64)
         for prob, truth in zip(probs, self.truth):
             counts += metrics.confusion_counts(truth, prob > self.threshold)
+        scores = {f"val_{key}": value
+                  for key, value in metrics.scores_from_counts(*counts).items()}
+        flat_true = np.concatenate([t.ravel() for t in self.truth]).astype(np.float32)
+        flat_prob = np.concatenate([p.ravel() for p in probs])
+        shape = (1, flat_true.size, 1, 1)
+        scores["val_loss"] = float(self.loss.call(flat_true.reshape(shape),
+                                                  flat_prob.reshape(shape)))
+        seconds = time.perf_counter() - start
+        self._last, self._last_epoch = scores, epoch
+        if self.max_share is not None and trained:
+            self.interval = validation_interval(seconds, trained, self.max_share)
+            if self.max_interval is not None:
+                self.interval = min(self.interval, int(self.max_interval))
         if logs is not None:
-            for key, value in metrics.scores_from_counts(*counts).items():
-                logs[f"val_{key}"] = value
-            flat_true = np.concatenate([t.ravel() for t in self.truth]).astype(np.float32)
-            flat_prob = np.concatenate([p.ravel() for p in probs])
-            shape = (1, flat_true.size, 1, 1)
-            logs["val_loss"] = float(self.loss.call(flat_true.reshape(shape),
-                                                    flat_prob.reshape(shape)))
-            logs["val_seconds"] = time.perf_counter() - start
+            logs.update(scores, val_seconds=seconds)
 
 
 class _LocalPredictions:
@@ -420,10 +469,15 @@ def train(
             best = None  # no complete model yet (or one cut short by an older version): save the next
         nan_guard = _StopOnNaN()
         callbacks = [
-            # first: the epoch's time includes validation, whose scores the others read
+            # first: it times the training steps alone; then validation, whose scores
+            # the others read
             _EpochTimer(config.steps_per_epoch),
             WholeImageValidation(val_set, losses.get_loss(config.loss), config.threshold,
-                                 config.batch_size, local=role is not None),
+                                 config.batch_size, local=role is not None,
+                                 max_share=None if role is not None
+                                 else config.validation_share,
+                                 max_interval=min(config.patience(config.reduce_lr_steps),
+                                                  config.patience(config.early_stopping_steps))),
             nan_guard,
             BestModelCheckpoint(out_dir / "model.keras",
                                 float(best.max()) if best is not None and best.size else None),
@@ -485,6 +539,42 @@ def train(
         }
 
 
+#: The calibration scores its grid on at most this many validation pixels: scoring
+#: every setting labels and matches each image some 200 times, which on 60 fields of
+#: 1024^2 took longer than the training itself.
+CALIBRATION_PIXELS = 8_000_000
+
+
+def calibration_subset(sizes, budget=CALIBRATION_PIXELS, seed=0):
+    """Which validation images the calibration scores: all while they fit ``budget``.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Pixels of each validation image.
+    budget : int
+        Most pixels to score.
+    seed : int
+        Seed of the random order in which images are taken once they do not all fit.
+
+    Returns
+    -------
+    list of int
+        Sorted indices: every image when their pixels fit, else images in a random
+        (seeded) order for as long as they fit, and always at least one.
+    """
+    sizes = [int(s) for s in sizes]
+    if sum(sizes) <= budget:
+        return list(range(len(sizes)))
+    chosen, total = [], 0
+    for i in np.random.default_rng(seed).permutation(len(sizes)):
+        if chosen and total + sizes[i] > budget:
+            continue
+        chosen.append(int(i))
+        total += sizes[i]
+    return sorted(chosen)
+
+
 def _calibrate(config, out_dir, val_set, val_dir):
     """Choose the post-processing on the validation split; save it in config.json.
 
@@ -506,10 +596,16 @@ def _calibrate(config, out_dir, val_set, val_dir):
         else:
             return config, (f"calibration skipped: the validation split has no instance "
                             f"labels or counts; kept {kept}")
+    chosen = calibration_subset([image.shape[0] * image.shape[1] for image in val_set.images],
+                                seed=config.seed)
+    pick = (lambda values: None if values is None else [values[i] for i in chosen])
     model, _ = load_run(out_dir)
-    probs = predict_many(model, val_set.images)
-    result = calibrate_postprocessing(probs, labels=val_set.labels, counts=counts,
-                                      masks=val_set.masks, default_min_area=config.min_area)
+    probs = predict_many(model, pick(val_set.images))
+    result = calibrate_postprocessing(probs, labels=pick(val_set.labels), counts=pick(counts),
+                                      masks=pick(val_set.masks), default_min_area=config.min_area)
+    if len(chosen) < len(val_set.images):
+        result["objective"] += (f" (a random {len(chosen)} of {len(val_set.images)}: at most "
+                                f"{CALIBRATION_PIXELS / 1e6:g} megapixels)")
     config = dataclasses.replace(config, threshold=result["threshold"],
                                  split_h=result["split_h"], min_area=result["min_area"],
                                  calibration=result)
