@@ -6,9 +6,9 @@ Validation runs on the whole validation images at their own size (as ``evaluate`
 scores them), after every epoch of 100 steps. On a large validation split that costs
 more than the training: 60 fields of 1024^2 took about 30 s a validation here, beside
 about 13 s of training steps an epoch. ``Config.validation_share`` (default 0.1)
-validates only every few epochs where one validation takes longer than that share of
-an epoch's training, at most every 500 steps (the learning-rate schedule's patience),
-the last epoch always. This script trains the same run twice on the project's
+validates only every few epochs where the split holds more pixels than that share of
+an epoch's training tiles, at most every 500 steps (the learning-rate schedule's
+patience), the last epoch always. This script trains the same run twice on the project's
 generator (1000 training crops; the validation split its 40 crops plus ``--fields``
 dish fields), once validating every epoch (``validation_share: null``) and once with
 the default, both without the calibration (which predicts the validation split once

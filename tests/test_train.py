@@ -450,15 +450,18 @@ def test_the_runs_smallest_object_follows_its_training_objects(tmp_path):
 def test_the_validation_interval_keeps_validation_within_its_share():
     from unet.train import validation_interval
 
-    assert validation_interval(0.3, 13.0, 0.1) == 1  # small splits: every epoch, as before
-    assert validation_interval(1.3, 13.0, 0.1) == 1  # exactly the share
-    assert validation_interval(1.4, 13.0, 0.1) == 2
-    assert validation_interval(30.0, 13.0, 0.1) == 24  # 100 megapixels beside 13 s epochs
-    assert validation_interval(30.0, 13.0, 1.0) == 3
-    assert validation_interval(5.0, 0.0, 0.1) == 1  # no training time measured: validate
+    epoch = 100 * 8 * 188**2  # the spore default: 28.3 megapixels of tiles an epoch
+    assert validation_interval(150 * 100**2, epoch, 0.1) == 1  # its 150 crops: every epoch
+    assert validation_interval(0.1 * epoch, epoch, 0.1) == 1  # exactly the share
+    assert validation_interval(0.1 * epoch + 1, epoch, 0.1) == 2
+    fields = 60 * 1024**2 + 40 * 100**2
+    assert validation_interval(fields, epoch, 0.1) == 23
+    assert validation_interval(fields, epoch, 0.1, max_interval=5) == 5  # the patience
+    assert validation_interval(fields, epoch, None) == 1  # None: every epoch
+    assert validation_interval(fields, epoch, 1.0) == 3
 
 
-def _validation(max_share, epochs):
+def _validation(interval, epochs):
     from unet.data import Samples
     from unet.train import WholeImageValidation
 
@@ -467,54 +470,39 @@ def _validation(max_share, epochs):
     masks = [(image[..., 0] > 0.5).astype(np.uint8) for image in images]
     model = unet.unet_model((None, None, 1), num_classes=1, filters=4, depth=2)
     callback = WholeImageValidation(Samples(["a", "b"], images, masks, [None, None]),
-                                    unet.get_loss("bce_dice"), max_share=max_share)
+                                    unet.get_loss("bce_dice"), interval=interval)
     callback.set_model(model)
     callback.set_params({"epochs": epochs})
     return callback
 
 
-def _epoch(callback, epoch, trained_seconds):
-    callback.on_epoch_begin(epoch)
-    callback._started = time.perf_counter() - trained_seconds  # as if it trained this long
+def _epoch(callback, epoch):
     logs = {}
     callback.on_epoch_end(epoch, logs)
     return logs
 
 
-def test_a_slow_validation_runs_every_few_epochs_and_always_at_the_end():
-    """A validation slower than its share of the training time is repeated only every
-    few epochs; the epochs between carry its scores with val_seconds 0 (so early
-    stopping counts them as steps without a better Dice), the last epoch is validated."""
-    callback = _validation(max_share=0.1, epochs=6)
-    first = _epoch(callback, 0, trained_seconds=1e-6)  # validation >> 10 % of 1 us
+def test_validation_every_few_epochs_carries_its_scores_and_ends_validated():
+    """Between validations the epochs carry the last scores with val_seconds 0 (so early
+    stopping counts them as steps without a better Dice); the last epoch is validated."""
+    callback = _validation(interval=5, epochs=7)
+    first = _epoch(callback, 0)
     assert first["val_seconds"] > 0 and 0 <= first["val_dice"] <= 1
-    assert callback.interval > 5
     callback.model.set_weights([w + 0.5 for w in callback.model.get_weights()])
-    for epoch in range(1, 5):
-        carried = _epoch(callback, epoch, trained_seconds=1e-6)
-        assert carried["val_seconds"] == 0.0
-        assert {k: v for k, v in carried.items() if k != "val_seconds"} == {
-            k: v for k, v in first.items() if k != "val_seconds"}
-    last = _epoch(callback, 5, trained_seconds=1e-6)
-    assert last["val_seconds"] > 0 and last["val_loss"] != first["val_loss"]  # new weights
+    seconds = [first["val_seconds"]]
+    for epoch in range(1, 7):
+        logs = _epoch(callback, epoch)
+        seconds.append(logs["val_seconds"])
+        if epoch < 5:
+            assert {k: v for k, v in logs.items() if k != "val_seconds"} == {
+                k: v for k, v in first.items() if k != "val_seconds"}
+    assert [epoch for epoch, s in enumerate(seconds) if s > 0] == [0, 5, 6]
+    assert logs["val_loss"] != first["val_loss"]  # the new weights were validated
 
 
-def test_a_fast_validation_or_no_share_validates_every_epoch():
-    for share, trained in ((0.1, 1e6), (None, 1e-6)):
-        callback = _validation(max_share=share, epochs=4)
-        for epoch in range(3):
-            assert _epoch(callback, epoch, trained_seconds=trained)["val_seconds"] > 0
-        assert callback.interval == 1
-
-
-def test_validations_are_never_further_apart_than_the_patience():
-    """Carried scores count as epochs without a gain, so validations must come at least
-    as often as the learning-rate schedule's and early stopping's patience."""
-    callback = _validation(max_share=0.1, epochs=12)
-    callback.max_interval = 3
-    seconds = [_epoch(callback, epoch, trained_seconds=1e-6)["val_seconds"]
-               for epoch in range(12)]
-    assert [epoch for epoch, s in enumerate(seconds) if s > 0] == [0, 3, 6, 9, 11]
+def test_an_interval_of_one_validates_every_epoch():
+    callback = _validation(interval=1, epochs=4)
+    assert all(_epoch(callback, epoch)["val_seconds"] > 0 for epoch in range(3))
 
 
 def test_the_calibration_scores_at_most_its_pixel_budget():

@@ -165,13 +165,15 @@ class Config:
         Steps per epoch: one row of history.csv, one validation and checkpoint (fewer
         with ``validation_share``).
     validation_share : float or None
-        Most of the training time that validating on the whole validation images may
-        take: where one validation takes longer than this share of an epoch's training,
-        the next ones come every few epochs instead, at most every ``reduce_lr_steps``
-        (so the learning-rate schedule and early stopping still act on a validation);
-        the last epoch is always validated, epochs between carry the last scores, and
-        multi-worker runs validate every epoch. None validates every epoch. The default
-        0.1 leaves every measured set's validation every epoch (0.1-4 % of the time).
+        Most of the training that validating on the whole validation images may cost:
+        where the validation split holds more pixels than this share of an epoch's
+        training tiles (a pixel of either cost about the same), it is validated every
+        few epochs instead (:func:`unet.train.validation_interval`), at most every
+        ``reduce_lr_steps`` (so the learning-rate schedule and early stopping still act
+        on a validation); the last epoch always, epochs between carry the last scores.
+        Decided from the data and config alone, so a run is the same on any machine.
+        None validates every epoch. The default 0.1 leaves every measured set's
+        validation every epoch (0.1-4 % of the training time).
     batch_size : int
         Tiles per step (global, summed over devices).
     learning_rate : float
