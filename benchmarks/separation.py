@@ -170,8 +170,9 @@ def main(argv=None):
 
     model, config = load_run(args.baseline)
     val = load_folder(data / "val", channels=config.channels)
+    val_truth = list(object_labels(val))
     chosen = calibrate_postprocessing(
-        predict_many(model, val.images), labels=list(object_labels(val)), masks=val.masks,
+        predict_many(model, val.images), labels=val_truth, masks=val.masks,
         default_min_area=choose_min_area(load_folder(data / "train", channels=config.channels)))
     post = {"threshold": chosen["threshold"], "h": chosen["split_h"],
             "min_area": chosen["min_area"]}
@@ -186,7 +187,6 @@ def main(argv=None):
         seconds = train(interior_data, run_dir,
                         "weighted_bce" if args.border_weights else None)
         model, config = load_run(run_dir)
-        val_truth = list(object_labels(val))
         threshold, area, val_f1 = calibrate_seeds(predict_many(model, val.images), val_truth,
                                                   ring)
         method = f"interiors{' + border weights' if suffix else ''}, ring {ring} px"
