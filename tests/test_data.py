@@ -293,7 +293,7 @@ GEOMETRY = {
     "rotate90": only(rotate90=True),
     "rotation": only(rotation=45.0),
     "elastic": only(elastic=True),
-    "all": unet.Augmentation(illumination=0, brightness=0, contrast=0, gamma=0, noise=0),
+    "all": unet.Augmentation(brightness=0, contrast=0, gamma=0, noise=0),
 }
 
 
@@ -432,26 +432,6 @@ def test_noise_is_gaussian_with_its_own_spread_per_tile():
     z = np.concatenate([r.ravel() for r in residuals])
     assert np.mean(z**4) == pytest.approx(3.0, abs=0.1)  # a normal's kurtosis
     assert not np.allclose(residuals[0], residuals[1])
-
-
-def test_illumination_multiplies_the_crop_by_a_smooth_gain():
-    rng = np.random.default_rng(0)
-    crop = rng.uniform(0.2, 1.0, (80, 90, 1)).astype(np.float32)
-    aug = only(illumination=0.3)
-    rows, cols = np.mgrid[0:80, 0:90]
-    design = np.stack([np.ones(rows.size), rows.ravel(), cols.ravel()], 1)
-    levels = []
-    for seed in range(8):
-        tile, mask, weight = D.make_tile(crop, crop[..., 0] > 0.6, None, 284, 100, aug, seed)
-        assert np.array_equal(mask[10:90, 5:95], crop[..., 0] > 0.6)  # the image only
-        log_gain = np.log(tile[102:182, 97:187, 0] / crop[..., 0]).ravel()
-        (level, dy, dx), *_ = np.linalg.lstsq(design, log_gain, rcond=None)
-        assert np.abs(design @ [level, dy, dx] - log_gain).max() < 1e-4  # a plane: smooth
-        assert np.hypot(dy, dx) * 100 <= 0.3 + 1e-4  # at most 0.3 over the window's width
-        centre = level + dy * 40 + dx * 45
-        assert -0.3 - 1e-4 <= centre <= 0.3 + 1e-4
-        levels.append(centre)
-    assert np.ptp(levels) > 0.1 and len({round(v, 5) for v in levels}) == 8
 
 
 def test_augmentation_rejects_negative_values():

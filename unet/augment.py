@@ -44,13 +44,6 @@ class Augmentation:
         Standard deviation of the coarse displacements, in pixels (10 in the paper).
     elastic_grid : int
         Points per side of the coarse displacement grid (3 in the paper).
-    illumination : float
-        Multiply by a smooth gain ``exp(a + s * ramp)``: ``a`` uniform in
-        ``[-illumination, illumination]`` and a linear ramp in a random direction whose
-        log gain changes by ``s``, uniform in ``[0, illumination]``, over the width of
-        the training window; 0 disables. Uneven light (vignetting, a lamp off centre)
-        leaves parts of a whole image darker or brighter than any training crop, whose
-        own normalisation takes out its light.
     brightness : float
         Add a value uniform in ``[-brightness, brightness]``; 0 disables.
     contrast : float
@@ -62,8 +55,7 @@ class Augmentation:
 
     Notes
     -----
-    Illumination, contrast, brightness and gamma are applied to the crop, in that
-    order, before resampling
+    Contrast, brightness and gamma are applied to the crop before resampling
     (they act pixel by pixel, and the crop is smaller than the tile); the noise
     is added to the final tile. The image is resampled bilinearly, the mask
     bilinearly and thresholded at 0.5 (so it stays exactly 0/1), the weight by
@@ -87,7 +79,6 @@ class Augmentation:
     elastic: bool = True
     elastic_sigma: float = 10.0
     elastic_grid: int = 3
-    illumination: float = 0.7
     brightness: float = 0.1
     contrast: float = 0.2
     gamma: float = 0.2
@@ -106,7 +97,7 @@ class Augmentation:
         """An augmentation that changes nothing."""
         return cls(
             flip=False, rotate90=False, rotation=0.0, elastic=False,
-            illumination=0.0, brightness=0.0, contrast=0.0, gamma=0.0, noise=0.0,
+            brightness=0.0, contrast=0.0, gamma=0.0, noise=0.0,
         )
 
     @property
@@ -238,25 +229,20 @@ def augment_tensors(augment, image, mask, weight, height, width, gray, seed, til
     channels = image.shape[-1]
     height, width = tf.cast(height, tf.int32), tf.cast(width, tf.int32)
     seeds = tf.random.experimental.stateless_split(
-        tf.stack([tf.cast(seed, tf.int64), tf.constant(0x5EED, tf.int64)]), 11
-    )  # a prefix of a longer split is the same: seeds 0-8 are those of a split in 9
+        tf.stack([tf.cast(seed, tf.int64), tf.constant(0x5EED, tf.int64)]), 9
+    )
 
     def uniform(k, low, high, shape=(), dtype=tf.float32):
         return tf.random.stateless_uniform(shape, seeds[k], low, high, dtype=dtype)
 
     # pixel by pixel, on the crop (smaller than the tile)
-    if aug.illumination or aug.contrast or aug.brightness or aug.gamma:
+    if aug.contrast or aug.brightness or aug.gamma:
         factor = uniform(0, 1 - aug.contrast, 1 + aug.contrast) if aug.contrast else 1.0
         shift = uniform(1, -aug.brightness, aug.brightness) if aug.brightness else 0.0
         power = tf.exp(uniform(2, -aug.gamma, aug.gamma)) if aug.gamma else 1.0
-        if aug.illumination:  # log gain: level, and a ramp of slope s per window width
-            level = uniform(9, -aug.illumination, aug.illumination)
-            slope, angle = tf.unstack(uniform(10, 0.0, 1.0, [2]) * [aug.illumination, 2 * np.pi])
-            ramp = tf.stack([tf.cos(angle), tf.sin(angle)]) * slope / out
-        else:
-            level, ramp = tf.constant(0.0), tf.zeros(2)
-        image = _intensity(bool(aug.illumination), bool(aug.contrast), bool(aug.gamma), out,
-                           channels)(image, height, width, level, ramp, factor, shift, power)
+        image = _intensity(bool(aug.contrast), bool(aug.gamma), out, channels)(
+            image, height * width, factor, shift, power
+        )
 
     # the transform: crop position = linear @ (p - c) + shift + elastic(p)
     linear = tf.eye(2)
@@ -288,9 +274,9 @@ def augment_tensors(augment, image, mask, weight, height, width, gray, seed, til
 
 
 @functools.lru_cache(maxsize=8)
-def _intensity(illumination, contrast, gamma, out, channels):
-    """XLA-compiled illumination, contrast, brightness and gamma of a crop buffer (fixed
-    shapes; each buffer size compiles once).
+def _intensity(contrast, gamma, out, channels):
+    """XLA-compiled contrast, brightness and gamma of a crop buffer (fixed shapes; each
+    buffer size compiles once).
 
     Separate from :func:`_resampler`, so that XLA does not recompute them for each of
     the four neighbours the resampling reads.
@@ -298,15 +284,9 @@ def _intensity(illumination, contrast, gamma, out, channels):
     import tensorflow as tf
 
     @tf.function(jit_compile=True, autograph=False)
-    def intensity(image, height, width, level, ramp, factor, shift, power):
-        pixels = height * width
-        index = tf.range(tf.shape(image)[0])
-        if illumination:  # the crop's pixels lie row by row: row = i // width
-            rows = tf.cast(index // width - height // 2, tf.float32)
-            cols = tf.cast(index % width - width // 2, tf.float32)
-            image = image * tf.exp(level + ramp[0] * rows + ramp[1] * cols)[:, None]
+    def intensity(image, pixels, factor, shift, power):
         if contrast:
-            inside = (index < pixels)[:, None]
+            inside = (tf.range(tf.shape(image)[0]) < pixels)[:, None]
             mean = tf.reduce_sum(tf.where(inside, image, 0.0)) / tf.cast(
                 pixels * channels, tf.float32
             )
