@@ -500,6 +500,16 @@ def test_validation_every_few_epochs_carries_its_scores_and_ends_validated():
     assert logs["val_loss"] != first["val_loss"]  # the new weights were validated
 
 
+def test_a_resumed_run_keeps_the_validation_schedule():
+    """The validated epochs are the multiples of the interval (and the last); a run
+    resumed between them validates its first epoch (no scores to carry), then goes on
+    as the uninterrupted run does."""
+    whole = _validation(interval=3, epochs=10)
+    assert [e for e in range(10) if _epoch(whole, e)["val_seconds"] > 0] == [0, 3, 6, 9]
+    resumed = _validation(interval=3, epochs=10)
+    assert [e for e in range(4, 10) if _epoch(resumed, e)["val_seconds"] > 0] == [4, 6, 9]
+
+
 def test_an_interval_of_one_validates_every_epoch():
     callback = _validation(interval=1, epochs=4)
     assert all(_epoch(callback, epoch)["val_seconds"] > 0 for epoch in range(3))

@@ -89,8 +89,10 @@ class WholeImageValidation(keras.callbacks.Callback):
     checkpoint, early stopping, the learning-rate schedule and history.csv.
 
     With ``interval`` k > 1 (:func:`validation_interval`: a large validation split
-    would otherwise take longer than the training) it validates only every k-th epoch
-    and always the last. Epochs in between carry the last validation's scores with
+    would otherwise take longer than the training) it validates only the epochs whose
+    number is a multiple of k (0, k, 2k, ...), the last, and the first epoch after a
+    resumption (there are no scores to carry yet), so a resumed run keeps the schedule
+    of an uninterrupted one. Epochs in between carry the last validation's scores with
     ``val_seconds`` 0, so early stopping and the learning-rate schedule keep counting
     steps without a better validation Dice (k is at most the shorter of their
     patiences, so neither acts before a validation has shown no gain), and the
@@ -106,11 +108,10 @@ class WholeImageValidation(keras.callbacks.Callback):
         self.interval = max(1, int(interval))  # validate every this many epochs
         self._predictor = None
         self._last = None  # the logs of the last validation
-        self._last_epoch = None
 
     def _due(self, epoch):
         last = epoch + 1 >= (self.params or {}).get("epochs", epoch + 1)
-        return self._last is None or last or epoch - self._last_epoch >= self.interval
+        return self._last is None or last or epoch % self.interval == 0
 
     def on_epoch_end(self, epoch, logs=None):
         start = time.perf_counter()
@@ -131,7 +132,7 @@ class WholeImageValidation(keras.callbacks.Callback):
         shape = (1, flat_true.size, 1, 1)
         scores["val_loss"] = float(self.loss.call(flat_true.reshape(shape),
                                                   flat_prob.reshape(shape)))
-        self._last, self._last_epoch = scores, epoch
+        self._last = scores
         if logs is not None:
             logs.update(scores, val_seconds=time.perf_counter() - start)
 
