@@ -56,6 +56,19 @@ def test_labels_rois_and_table_agree_spore_by_spore(tmp_path, model, sample_dir)
         assert not any(k.endswith(("_um", "_um2")) for k in mine[0]) if mine else True
 
 
+def test_predict_divides_out_the_background_of_a_run_trained_so(tmp_path, model, sample_dir):
+    from unet.image import prepare_image
+    from unet.predict import predict_tiled
+
+    image = sorted((sample_dir / "test" / "images").glob("*.png"))[0]
+    predict_images(model, [image], tmp_path / "out", probability=True, flatten=31)
+    prob = tifffile.imread(tmp_path / "out" / f"{image.stem}_prob.tif")
+    raw = np.asarray(Image.open(image))
+    np.testing.assert_allclose(prob, predict_tiled(model, prepare_image(raw, 3, flatten=31)),
+                               atol=1e-6)
+    assert not np.allclose(prob, predict_tiled(model, prepare_image(raw, 3)), atol=1e-3)
+
+
 def test_exclude_border_units_and_area_limits(tmp_path, model, sample_dir):
     images = sorted((sample_dir / "test" / "images").glob("*.png"))
     everything = predict_images(model, images, tmp_path / "all")

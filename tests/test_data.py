@@ -187,6 +187,58 @@ def test_normalize_over_all_channels():
     assert np.all(out[..., 0] == 0) and np.all(out[..., 1] == 1)
 
 
+def _uneven_brightfield(shape=(150, 200)):
+    """A brightfield image: light falling off to one side, dark disks (objects) away from
+    the borders (the background estimate mirrors the image there)."""
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+    light = 200.0 * (1.0 - 0.5 * cols / shape[1])  # a 2:1 gradient across the field
+    disks = np.zeros(shape, bool)
+    for cy, cx in ((50, 50), (75, 100), (100, 150)):
+        disks |= (rows - cy) ** 2 + (cols - cx) ** 2 <= 8**2
+    gray = light * np.where(disks, 0.4, 1.0)
+    return np.dstack([gray, gray * 0.9, gray * 0.8]), disks
+
+
+def test_divide_background_takes_out_uneven_light_and_keeps_the_objects():
+    from unet.image import divide_background
+
+    image, disks = _uneven_brightfield()
+    flat = divide_background(image, 31)
+    assert flat.dtype == np.float32 and flat.shape == image.shape
+    away = ~ndi.binary_dilation(disks, iterations=6)  # the background, off the disks' rims
+    background = flat[..., 0][away]
+    assert np.ptp(image[..., 0][away]) / image[..., 0][away].mean() > 0.5  # was uneven
+    assert np.ptp(background) / background.mean() < 0.05  # now flat
+    assert flat[..., 0][disks].max() < 0.6 * background.min()  # the objects stay dark
+    np.testing.assert_allclose(flat[..., 1] / flat[..., 0], 0.9, rtol=1e-5)  # colour kept
+    # what a model is given: channels, the background out, then the percentiles
+    expected = unet.normalize(divide_background(image, 31))
+    np.testing.assert_array_equal(unet.prepare_image(image, 3, flatten=31), expected)
+    np.testing.assert_array_equal(unet.prepare_image(image, 3), unet.normalize(image))
+
+
+def test_an_image_prepared_with_flatten_tile_by_tile_is_the_same():
+    from unet.image import PreparedImage
+
+    image, _ = _uneven_brightfield()
+    raw = image.astype(np.uint8)
+    for channels in (1, 3):
+        prepared = PreparedImage(raw, channels, flatten=31)
+        expected = unet.prepare_image(raw, channels, flatten=31)
+        np.testing.assert_array_equal(np.asarray(prepared), expected)
+        np.testing.assert_array_equal(prepared.take_rows(slice(10, 40))[5:9, 20:60],
+                                      expected[10:40][5:9, 20:60])
+
+
+def test_objects_darker_or_brighter_than_their_background():
+    from unet.data import Samples, objects_are_darker
+
+    image, disks = _uneven_brightfield()
+    dark = Samples(["a"], [unet.normalize(image)], [disks.astype(np.uint8)], [None])
+    bright = Samples(["a"], [1 - unet.normalize(image)], [disks.astype(np.uint8)], [None])
+    assert objects_are_darker(dark) and not objects_are_darker(bright)
+
+
 # --------------------------------------------------------------------------------------
 # Tiles
 # --------------------------------------------------------------------------------------

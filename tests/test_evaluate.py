@@ -91,6 +91,12 @@ def test_a_model_is_scored_on_its_own_tiled_full_size_predictions(trained_run, s
     for key in ("dice", "iou", "precision", "recall"):
         assert result[key] == pytest.approx(expected[key])
     assert len(list(iter_predictions(model, folder, limit=2))) == 2
+    # a run trained with `flatten` is evaluated on images flattened the same way
+    flat = list(iter_predictions(model, folder, limit=2, flatten=31))
+    for item, pair in zip(flat, pairs):
+        expected = load_image(pair.image, config.channels, flatten=31)
+        np.testing.assert_array_equal(item.image, expected)
+        np.testing.assert_array_equal(item.prob, predict_tiled(model, expected))
 
 
 def test_counts_come_from_counts_csv_or_labels(tmp_path, sample_dir):

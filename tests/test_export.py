@@ -73,6 +73,21 @@ def test_export_refuses_to_overwrite_and_bad_formats(exported, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_run_trained_with_flatten_is_not_exported(trained_run, tmp_path):
+    import shutil
+
+    from unet.run import Config
+
+    run = tmp_path / "flat"
+    run.mkdir()
+    shutil.copy(trained_run[0] / "model.keras", run / "model.keras")
+    config = Config.load(trained_run[0] / "config.json")
+    Config.from_dict({**config.to_dict(), "flatten": 61}).save(run / "config.json")
+    with pytest.raises(UsageError, match="background divided out .`flatten` 61."):
+        export_model(run, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_yaml_floats_keep_a_dot_for_yaml_11_readers():
     assert to_yaml({"eps": 1e-06}) == "eps: 1.0e-06"
     assert to_yaml({"s": 'a "b"'}) == 's: "a \\"b\\""'

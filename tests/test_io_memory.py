@@ -148,6 +148,8 @@ def test_a_tiff_read_block_by_block_gives_the_pixels_read_whole(tmp_path, name, 
         band = np.ix_(rows[:-1], cols)
         np.testing.assert_array_equal(prepared.take_rows(slice(10, 40))[band],
                                       expected[10:40][band])
+        flat = PreparedImage(lazy, channels, flatten=5)  # needs the whole image: read whole
+        np.testing.assert_array_equal(np.asarray(flat), prepare_image(whole, channels, flatten=5))
     if array.ndim == 3:
         picked = TiffRows.open(path, (1,))
         np.testing.assert_array_equal(np.asarray(picked), whole[..., 1])

@@ -340,6 +340,7 @@ def test_without_instance_truth_the_calibration_is_skipped_with_one_line(tmp_pat
         ({"steps": "3000"}, "steps`? must be a positive integer, got '3000'"),
         ({"dropout": 1.0}, "dropout`? must be at least 0 and below 1"),
         ({"seed": -1}, "seed`? must be at least 0"),
+        ({"flatten": 2}, "flatten`? must be at least 3"),
     ],
 )
 def test_a_config_file_with_values_of_the_wrong_type_or_size_is_refused(tmp_path, values, message):
@@ -347,6 +348,27 @@ def test_a_config_file_with_values_of_the_wrong_type_or_size_is_refused(tmp_path
     path.write_text(json.dumps(values))
     with pytest.raises(ValueError, match=message):
         Config.load(path)  # a UsageError: one line from the CLI, before any heavy work
+
+
+def test_flatten_is_refused_for_objects_brighter_than_their_background(tmp_path):
+    """Dividing out a brightfield background of fluorescence images would erase the
+    objects: refused before anything is written."""
+    from unet.io import save_png
+
+    rows, cols = np.mgrid[:64, :64]
+    for split in ("train", "val"):
+        for sub in ("images", "masks"):
+            (tmp_path / "data" / split / sub).mkdir(parents=True)
+        for i in range(2):
+            disk = (rows - 20 - 10 * i) ** 2 + (cols - 30) ** 2 <= 7**2
+            save_png(np.where(disk, 220, 20).astype(np.uint8),
+                     tmp_path / "data" / split / "images" / f"s{i}.png")
+            save_png(disk.astype(np.uint8) * 255, tmp_path / "data" / split / "masks" / f"s{i}.png")
+    with pytest.raises(ValueError, match="brighter than their background.*without `flatten`"):
+        train(Config(flatten=21, steps=1), tmp_path / "data", tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    assert Config.from_dict(Config(flatten=61).to_dict()).flatten == 61
+    assert Config.from_dict({"steps": 10}).flatten is None  # a run saved before: off
 
 
 def test_whole_numbers_written_as_floats_are_read_as_integers():

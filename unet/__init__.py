@@ -93,6 +93,7 @@ _LAZY = {
     "read_mask": "io",
     "read_counts": "io",
     # image: what a model is given
+    "divide_background": "image",
     "luminance": "image",
     "normalize": "image",
     "prepare_image": "image",

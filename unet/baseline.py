@@ -23,58 +23,13 @@ The result is a binary mask; count it with :func:`unet.count.count_spores`.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from .count import MIN_AREA, SPLIT_H, label_spores
 from .errors import UsageError, check_choice
-from .image import luminance
+from .image import BACKGROUND_SIZE, estimate_background, to_gray  # noqa: F401 (public here too)
 
-#: Side (pixels) of the square window of the background estimate: larger than
-#: any spore (~10-30 px across) so that spores do not survive in it, small
-#: against the illumination gradient across a field.
-BACKGROUND_SIZE = 41
 MIN_SOLIDITY = 0.8
 MAX_ECCENTRICITY = 0.97
-
-
-def to_gray(image):
-    """A float64 gray image: :func:`unet.image.luminance` for RGB/RGBA, the only channel
-    otherwise."""
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    elif image.ndim == 3 and image.shape[2] in (3, 4):
-        image = luminance(image)
-    image = image.astype(np.float64)
-    if image.ndim != 2:
-        raise UsageError(
-            f"Expected a gray (H, W), (H, W, 1), RGB or RGBA image, got shape {image.shape}."
-        )
-    return image
-
-
-def estimate_background(image, size=BACKGROUND_SIZE, dark=True):
-    """Smooth illumination under the objects.
-
-    A grey closing (dilation then erosion, ``size`` x ``size``) fills dark objects
-    smaller than the window with the surrounding background (an opening removes
-    bright ones, ``dark=False``); a Gaussian of ``size / 4`` then smooths the
-    blocky result. The image is first extended by point reflection at its
-    borders (``2 * edge - mirror``), which continues an illumination gradient
-    linearly, so the estimate is not biased at the edges where vignetting is
-    strongest.
-    """
-    gray = to_gray(image)
-    size = int(size)
-    if size < 3:
-        raise UsageError(f"size must be at least 3 pixels, got {size!r}.")
-    sigma = size / 4
-    pad = size + int(np.ceil(4 * sigma))
-    extended = np.pad(gray, pad, mode="reflect", reflect_type="odd")
-    morph = ndi.grey_closing if dark else ndi.grey_opening
-    envelope = morph(extended, size=(size, size))
-    smooth = ndi.gaussian_filter(envelope, sigma)
-    return smooth[pad:-pad, pad:-pad]
 
 
 def flatten_background(image, size=BACKGROUND_SIZE, dark=True, method="divide"):

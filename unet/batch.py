@@ -208,7 +208,12 @@ def _output_dir(out_dir, names, kinds, overwrite):
     return out
 
 
-def _read(item, channel, channels):
+#: Bytes per pixel that dividing out the background adds while it is made (float64 gray,
+#: padded copy, closing and its smoothing; the float32 result), an upper estimate.
+_FLATTEN_BYTES = 48
+
+
+def _read(item, channel, channels, flatten=None):
     """The raw image (chosen channels) and what the model is given."""
     raw = TiffRows.open(item.path, channel) if item.lazy else None
     if raw is None:
@@ -220,14 +225,14 @@ def _read(item, channel, channels):
         raise UsageError(
             f"`channel` picks {have} channels of {item.path}, but the model takes {channels}; "
             f"pick one channel (used as gray) or {channels}.")
-    return raw, PreparedImage(raw, channels)  # normalised tile by tile by predict_tiled
+    return raw, PreparedImage(raw, channels, flatten=flatten)  # normalised tile by tile
 
 
 def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=None,
                    overwrite=False, progress=False, *, split_h=None, max_area=None,
                    exclude_border=False,
                    pixel_size=None, channel=None, recursive=False, tile=None, batch_size=None,
-                   probability=False, workers=2):
+                   probability=False, workers=2, flatten=None):
     """Segment, split and measure the spores in image files of any size.
 
     Parameters
@@ -293,6 +298,10 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
     workers : int
         Threads that count, measure and write while the model predicts (0: all in
         the calling thread, one image after the other).
+    flatten : int, optional
+        The run's ``Config.flatten``: the brightfield background (a grey closing of
+        this many pixels) divided out of each image before it is normalised; the whole
+        image is then held in memory (about 50 more bytes per pixel while it is made).
 
     Returns
     -------
@@ -320,8 +329,10 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
         header = image_header(path)  # exists and opens as an image (check_image_file)
         check_image_channels(path, channel)
         strips = header[0][0] * header[0][1] > STRIP_PIXELS
-        lazy = strips and TiffRows.open(path) is not None
+        lazy = strips and not flatten and TiffRows.open(path) is not None
         need = predict_memory(header, lazy)
+        if flatten:  # the background estimate's float64 arrays and the flattened image
+            need += _FLATTEN_BYTES * header[0][0] * header[0][1]
         check_memory(path, header[0], need, "predicting it", "free memory, or cut the image "
                      "into smaller files (with overlap, if spores cross the cuts).", available)
         items.append(_Input(path, name, pixel_size_for(path, pixel_size), need, strips, lazy))
@@ -373,8 +384,8 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
                         results.append(pending.popleft().result())
                         bar.update()
                 raw, prepared = (ahead.result() if ahead is not None
-                                 else _read(item, channel, geometry.channels))
-                ahead = (reader.submit(_read, items[k + 1], channel, geometry.channels)
+                                 else _read(item, channel, geometry.channels, flatten))
+                ahead = (reader.submit(_read, items[k + 1], channel, geometry.channels, flatten)
                          if k + 1 < len(items) and not (alone[k] or alone[k + 1]) else None)
                 low, high = image_extremes(raw)  # a lazily read image block by block
                 blank = low == high

@@ -28,6 +28,7 @@ FLAGS = {
     "steps": "--steps",
     "crop_size": "--crop-size",
     "foreground_fraction": "--foreground-fraction",
+    "flatten": "--flatten",
     "precision": "--precision",
     "strategy": "--strategy",
     "threshold": "--threshold",
@@ -158,6 +159,11 @@ def _add_train(sub):
     p.add_argument("--foreground-fraction", type=float, metavar="F",
                    help="share of the training windows of large images placed over an object "
                         "(default 0.66; 0 = anywhere)")
+    p.add_argument("--flatten", type=int, metavar="PX",
+                   help="brightfield images with uneven light: divide every image by its "
+                        "background, a grey closing of PX pixels (more than the largest "
+                        "object, e.g. 61 for spores), before normalising; predict and "
+                        "evaluate do the same (default: off)")
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="JSON file of settings (see unet.run.Config); missing keys keep defaults")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -181,7 +187,8 @@ def _train(args):
 
     config = Config.load(args.config) if args.config else Config()
     overrides = {k: v for k, v in (("steps", args.steps), ("crop_size", args.crop_size),
-                                   ("foreground_fraction", args.foreground_fraction))
+                                   ("foreground_fraction", args.foreground_fraction),
+                                   ("flatten", args.flatten))
                  if v is not None}
     if overrides:
         config = Config.from_dict({**config.to_dict(), **overrides})
@@ -281,13 +288,15 @@ def _evaluate(args):
         from .report import check_report_dir
 
         check_report_dir(args.report_dir, args.overwrite)
-    result = evaluate(model, args.data, tta=args.tta, progress=not args.json, **post)
+    flatten = config.flatten if config else None
+    result = evaluate(model, args.data, tta=args.tta, progress=not args.json, flatten=flatten,
+                      **post)
     if args.report_dir is not None:
         from .report import write_report
 
         written = write_report(model, args.data, args.report_dir, threshold=threshold,
                                tta=args.tta, overwrite=args.overwrite, scores=result,
-                               progress=not args.json)
+                               progress=not args.json, flatten=flatten)
         if not args.json:
             print(f"report: {written}")
     if args.json:
@@ -380,6 +389,7 @@ def _predict(args):
         args.out,
         tta=args.tta,
         **_postprocessing(args, config),
+        flatten=config.flatten if config else None,
         max_area=args.max_area,
         exclude_border=args.exclude_border,
         pixel_size=args.pixel_size,

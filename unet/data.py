@@ -28,15 +28,16 @@ from .image import prepare_image
 from .io import JPEG_EXTENSIONS, find_pairs, listing, read_image, read_labels, read_mask
 
 
-def load_image(path, channels=3, low=1.0, high=99.8):
-    """Read an image file and prepare it for a model (:func:`unet.image.prepare_image`).
+def load_image(path, channels=3, low=1.0, high=99.8, flatten=None):
+    """Read an image file and prepare it for a model (:func:`unet.image.prepare_image`,
+    whose arguments the others are).
 
     Returns
     -------
     numpy.ndarray
         float32 ``(H, W, channels)``.
     """
-    return prepare_image(read_image(path), channels, low, high)
+    return prepare_image(read_image(path), channels, low, high, flatten)
 
 
 @dataclass
@@ -73,7 +74,7 @@ class Samples:
         return len(self.names)
 
 
-def load_folder(folder, channels=3, check_masks=True, limit=None):
+def load_folder(folder, channels=3, check_masks=True, limit=None, flatten=None):
     """Read a whole data folder into memory.
 
     Parameters
@@ -90,6 +91,9 @@ def load_folder(folder, channels=3, check_masks=True, limit=None):
         which almost always means the masks are wrong. One empty mask is fine.
     limit : int, optional
         Read only the first ``limit`` pairs (by name).
+    flatten : int, optional
+        Divide out the brightfield background (window in pixels) before normalising
+        (:func:`unet.image.prepare_image`).
 
     Returns
     -------
@@ -105,7 +109,7 @@ def load_folder(folder, channels=3, check_masks=True, limit=None):
     names, images, masks, labels = [], [], [], []
     split_ids = []
     for pair in pairs:
-        image = load_image(pair.image, channels)
+        image = load_image(pair.image, channels, flatten=flatten)
         mask = read_mask(pair.mask)
         _check_size(pair.image, image, pair.mask, mask)
         label = None
@@ -279,6 +283,28 @@ def object_areas(samples):
         counts = np.bincount(objects.ravel())[1:]
         areas.append(counts[counts > 0])
     return np.concatenate(areas) if areas else np.zeros(0, np.int64)
+
+
+def objects_are_darker(samples):
+    """Whether the objects are darker than the rest, over all samples (brightfield).
+
+    Compares the mean of the prepared images' channels inside the masks with the mean
+    outside, pooled over the samples.
+
+    Returns
+    -------
+    bool
+    """
+    inside = outside = 0.0
+    n_in = n_out = 0
+    for image, mask in zip(samples.images, samples.masks):
+        gray = np.asarray(image, np.float64).mean(axis=-1)
+        fg = np.asarray(mask) > 0
+        inside += gray[fg].sum()
+        outside += gray[~fg].sum()
+        n_in += int(fg.sum())
+        n_out += int(fg.size - fg.sum())
+    return n_in > 0 and n_out > 0 and inside / n_in < outside / n_out
 
 
 def choose_min_area(samples):

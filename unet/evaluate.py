@@ -54,7 +54,7 @@ class Prediction:
     mask_ids: np.ndarray | None = None
 
 
-def iter_predictions(model, data_dir, tta=False, progress=False, limit=None):
+def iter_predictions(model, data_dir, tta=False, progress=False, limit=None, flatten=None):
     """Predict every image of a data folder at its original size, one at a time.
 
     Parameters
@@ -72,6 +72,9 @@ def iter_predictions(model, data_dir, tta=False, progress=False, limit=None):
         Show a progress bar over images.
     limit : int, optional
         Only the first ``limit`` images (by name).
+    flatten : int, optional
+        The run's ``Config.flatten``: the brightfield background divided out of each
+        image before it is normalised (a U-Net only).
 
     Yields
     ------
@@ -84,7 +87,7 @@ def iter_predictions(model, data_dir, tta=False, progress=False, limit=None):
         channels = model.input_shape[-1]
 
         def prepare(raw):
-            return prepare_image(raw, channels)
+            return prepare_image(raw, channels, flatten=flatten)
 
         def predict(image):
             with quiet_retracing():
@@ -144,7 +147,7 @@ def true_instances(item):
 
 
 def evaluate(model, data_dir, threshold=0.5, tta=False, count=True, progress=False,
-             min_area=None, split_h=None):
+             min_area=None, split_h=None, flatten=None):
     """Score a model (or any segmentation method) on ``data_dir/images`` vs ``masks/``.
 
     Parameters
@@ -165,6 +168,8 @@ def evaluate(model, data_dir, threshold=0.5, tta=False, count=True, progress=Fal
     min_area, split_h
         Post-processing of :func:`unet.count.label_spores` (defaults: its own, or
         what a run calibrated).
+    flatten : int, optional
+        The run's ``Config.flatten`` (see :func:`iter_predictions`).
 
     Returns
     -------
@@ -185,7 +190,7 @@ def evaluate(model, data_dir, threshold=0.5, tta=False, count=True, progress=Fal
     totals = np.zeros(4, dtype=np.int64)
     objects = np.zeros((3, len(AP_THRESHOLDS)), dtype=np.int64)  # tp, fp, fn
     per_image, aps, sources = [], [], set()
-    for item in iter_predictions(model, data_dir, tta=tta, progress=progress):
+    for item in iter_predictions(model, data_dir, tta=tta, progress=progress, flatten=flatten):
         pred = item.prob > threshold
         counts = np.asarray(confusion_counts(item.truth, pred), dtype=np.int64)
         totals += counts

@@ -348,6 +348,11 @@ def export_model(run, out_dir, formats=FORMATS, pixel_size=None, name=None, serv
                          "export a fully convolutional one (input size None).")
     if geometry.num_classes != 1:
         raise UsageError("Only sigmoid models (`num_classes=1`) are exported for now.")
+    if config is not None and config.flatten:
+        raise UsageError(
+            f"{path} was trained on images with their background divided out (`flatten` "
+            f"{config.flatten}), which bioimage.io's pre-processing cannot express: other "
+            "tools would give it images that were not. Export a run trained without it.")
     if "onnx" in formats:
         import importlib.util
 

@@ -1,4 +1,4 @@
-"""Preparing an image for a model: channels, luminance, percentile normalisation.
+"""Preparing an image for a model: channels, luminance, background, percentile normalisation.
 
 Arrays only (no files, no TensorFlow). Every image a model sees, in training and
 in prediction, goes through :func:`prepare_image`, so the two see identically
@@ -209,8 +209,87 @@ def normalize(image, low=1.0, high=99.8, clip=False):
     return x
 
 
-def prepare_image(image, channels=3, low=1.0, high=99.8):
-    """What a model is given: :func:`to_channels` then :func:`normalize`.
+#: Side (pixels) of the square window of the classical baseline's background estimate
+#: (:mod:`unet.baseline`): larger than any spore (~10-30 px across) so that spores do
+#: not survive in it, small against the illumination gradient across a field.
+BACKGROUND_SIZE = 41
+
+
+def to_gray(image):
+    """A float64 gray image: :func:`unet.image.luminance` for RGB/RGBA, the only channel
+    otherwise."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    elif image.ndim == 3 and image.shape[2] in (3, 4):
+        image = luminance(image)
+    image = image.astype(np.float64)
+    if image.ndim != 2:
+        raise UsageError(
+            f"Expected a gray (H, W), (H, W, 1), RGB or RGBA image, got shape {image.shape}."
+        )
+    return image
+
+
+def estimate_background(image, size=BACKGROUND_SIZE, dark=True):
+    """Smooth illumination under the objects.
+
+    A grey closing (dilation then erosion, ``size`` x ``size``) fills dark objects
+    smaller than the window with the surrounding background (an opening removes
+    bright ones, ``dark=False``); a Gaussian of ``size / 4`` then smooths the
+    blocky result. The image is first extended by point reflection at its
+    borders (``2 * edge - mirror``), which continues an illumination gradient
+    linearly, so the estimate is not biased at the edges where vignetting is
+    strongest.
+    """
+    gray = to_gray(image)
+    size = int(size)
+    if size < 3:
+        raise UsageError(f"size must be at least 3 pixels, got {size!r}.")
+    from scipy import ndimage as ndi
+
+    sigma = size / 4
+    pad = size + int(np.ceil(4 * sigma))
+    extended = np.pad(gray, pad, mode="reflect", reflect_type="odd")
+    morph = ndi.grey_closing if dark else ndi.grey_opening
+    envelope = morph(extended, size=(size, size))
+    smooth = ndi.gaussian_filter(envelope, sigma)
+    return smooth[pad:-pad, pad:-pad]
+
+
+def divide_background(image, size):
+    """An image with its brightfield background divided out, every channel alike.
+
+    Each channel is divided by :func:`estimate_background` of the image's luminance
+    (a grey closing of ``size`` pixels, which fills the dark objects smaller than it,
+    then smoothed) scaled to its median, so uneven light (vignetting, a lamp off
+    centre) is taken out and the colours are kept. For brightfield images, whose
+    objects are darker than the background; ``size`` should exceed the largest object.
+
+    Parameters
+    ----------
+    image : array_like
+        ``(H, W)`` or ``(H, W, C)``, any dtype.
+    size : int
+        Window of the background estimate, pixels (at least 3).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, the image's shape.
+    """
+    image = np.asarray(image)
+    background = estimate_background(image, size, dark=True)
+    background /= max(float(np.median(background)), 1e-12)
+    np.maximum(background, 1e-6, out=background)
+    if image.ndim == 3:
+        background = background[..., None]
+    return (image / background).astype(np.float32)
+
+
+def prepare_image(image, channels=3, low=1.0, high=99.8, flatten=None):
+    """What a model is given: :func:`to_channels`, :func:`divide_background` if
+    ``flatten``, then :func:`normalize`.
 
     Training, evaluation and prediction all call this, so they see identically
     prepared images.
@@ -223,13 +302,19 @@ def prepare_image(image, channels=3, low=1.0, high=99.8):
         The model's input channels.
     low, high : float
         Normalisation percentiles.
+    flatten : int, optional
+        Window (pixels) of the brightfield background divided out before the
+        normalisation (a run's ``Config.flatten``); None: none.
 
     Returns
     -------
     numpy.ndarray
         float32 ``(H, W, channels)``.
     """
-    return normalize(to_channels(image, channels), low, high)
+    image = to_channels(image, channels)
+    if flatten:
+        image = divide_background(image, flatten)
+    return normalize(image, low, high)
 
 
 class PreparedImage:
@@ -246,11 +331,14 @@ class PreparedImage:
     (:class:`unet.io.TiffRows`), nothing of it is held: the percentiles come from a
     sample read a block of rows at a time, and each window is read when indexed.
 
+    With ``flatten`` the background is divided out of the whole image first, so the
+    flattened image is held in float32 (a lazily read image is read whole).
+
     Parameters
     ----------
     image : array_like
         The image as read (any dtype), ``(H, W)`` or ``(H, W, C)``.
-    channels, low, high
+    channels, low, high, flatten
         As for :func:`prepare_image`.
 
     Attributes
@@ -262,8 +350,11 @@ class PreparedImage:
     ndim = 3
     dtype = np.dtype(np.float32)
 
-    def __init__(self, image, channels=3, low=1.0, high=99.8):
+    def __init__(self, image, channels=3, low=1.0, high=99.8, flatten=None):
         self._channels = int(channels)
+        if flatten:  # the background needs the whole image
+            image = divide_background(to_channels(np.asarray(image[:, :]) if _is_lazy(image)
+                                                  else image, self._channels), flatten)
         if _is_lazy(image):  # read from the file window by window
             self._lazy = image
             self._range = _range(

@@ -56,7 +56,7 @@ def _window(array):
 
 
 def write_report(model, data_dir, report_dir, threshold=0.5, tta=False, overwrite=False,
-                 scores=None, examples=3, progress=False):
+                 scores=None, examples=3, progress=False, flatten=None):
     """Write the figures of a model's results on a data folder (see the module notes).
 
     Parameters
@@ -80,6 +80,8 @@ def write_report(model, data_dir, report_dir, threshold=0.5, tta=False, overwrit
         Worst and typical images shown (each).
     progress : bool
         Show a progress bar.
+    flatten : int, optional
+        The run's ``Config.flatten`` (see :func:`unet.evaluate.iter_predictions`).
 
     Returns
     -------
@@ -93,7 +95,7 @@ def write_report(model, data_dir, report_dir, threshold=0.5, tta=False, overwrit
     truth_counts = read_counts(data_dir, [p.name for p in find_pairs(data_dir)])
     totals = np.zeros((len(THRESHOLDS), 4), np.int64)
     counted, rows, kept, true_sizes, pred_sizes = [], [], [], [], []
-    for item in iter_predictions(model, data_dir, tta=tta, progress=progress):
+    for item in iter_predictions(model, data_dir, tta=tta, progress=progress, flatten=flatten):
         prob, truth = item.prob, item.truth
         fg, bg = prob[truth], prob[~truth]
         for k, t in enumerate(THRESHOLDS):

@@ -413,9 +413,14 @@ def train(
     init_weights = _initial_weights(config, init) if init is not None else None
     # the data first: a broken input is refused before anything is written
     train_set = data.load_folder(data_dir / "train", channels=config.channels,
-                                 limit=config.train_limit)
+                                 limit=config.train_limit, flatten=config.flatten)
+    if config.flatten and not data.objects_are_darker(train_set):
+        raise UsageError(
+            "`flatten` divides out a brightfield background, which the objects are darker "
+            "than; the training objects are brighter than their background (fluorescence "
+            "or dark field?): train without `flatten`.")
     val_set = data.load_folder(data_dir / "val", channels=config.channels,
-                               limit=config.val_limit)
+                               limit=config.val_limit, flatten=config.flatten)
     if config.crop_size is None:
         config = dataclasses.replace(
             config, crop_size=data.choose_crop_size(train_set, config.depth, config.padding))
