@@ -77,6 +77,8 @@ Truth
   edge or overlap); spores outside clusters are kept at least ``gap`` (2 px) apart.
 * ``counts.csv``: ``name,count`` where count = K, the spores with at least one pixel in
   the image (spores cut by the border count).
+* ``kinds.csv``: ``name,id,kind``, the optical kind of every label (``pale``,
+  ``normal``, ``dark``), to score the kinds apart.
 
 Crops are scenes of their own (not cut from fields), each lit by its own window into a
 random dish of field size, so a crop shows only a part of the uneven light. With the same
@@ -84,7 +86,7 @@ seed, ``default``, ``dark_background``, ``gray16`` and ``debris`` lay out the sa
 (they differ after the spores are drawn), which allows paired comparisons.
 
 Layout: ``OUT/{train,val,test}/{images,masks,labels}/crop_NNNNN.*`` plus
-``counts.csv`` in each split (crops 64..100 px per side, not square, 0..6 spores
+``counts.csv`` and ``kinds.csv`` in each split (crops 64..100 px per side, not square, 0..6 spores
 each), and ``OUT/fields/...`` likewise with ``field_NNN.*`` (whole dish fields,
 default 1024 x 1024, about 250 spores for the default style). Images are PNG (RGB 8-bit)
 or, for ``gray16``, TIFF (uint16). ``OUT/other_renderer.json`` records the style and
@@ -567,6 +569,7 @@ class Scene:
         self.phase = np.zeros(shape, np.float32)               # plain phase (dark field)
         self.depth = np.full(shape, -np.inf, np.float32)
         self.labels = np.zeros(shape, np.int32)
+        self.kinds = {}                                        # spore index -> kind name
 
 
 def _draw_spore(scene, rng, style, s, index, z, far=False):
@@ -584,6 +587,8 @@ def _draw_spore(scene, rng, style, s, index, z, far=False):
     thick = np.sqrt(np.clip(1.0 - f * f, 0.0, 1.0))
     sp = s.species
     kind = rng.choice(3, p=sp["kind_mix"])                     # pale, normal, dark
+    if not far:
+        scene.kinds[index] = KINDS[kind]
     k = style.density_scale
     if kind == 0:
         dens, colour = rng.uniform(0.04, 0.12) * k, np.array([0.95, 1.0, 1.05])
@@ -894,8 +899,11 @@ def render(rng, style, shape, n_spores, *, pad=16, crop=True, field_extent=(1024
             image = np.asarray(Image.open(buf).convert("RGB"))
     labels = labels.copy()
     repaired = _connect_labels(labels)
+    ids = np.unique(labels)
+    kinds = [scene.kinds[i] for i in ids[ids > 0]]  # of the labels 1, 2, ... after _relabel
     labels = _relabel(labels)
-    return np.ascontiguousarray(image), labels, {"spores_placed": len(spores), "repaired": repaired}
+    return np.ascontiguousarray(image), labels, {"spores_placed": len(spores), "repaired": repaired,
+                                                 "kinds": kinds}
 
 
 def _relabel(labels):
@@ -1045,6 +1053,14 @@ def _write_sample(folder, name, image, labels, style):
     save_tif(labels.astype(np.uint16), folder / "labels" / f"{name}.tif")
 
 
+def _write_kinds(folder, rows):
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["name", "id", "kind"])
+    w.writerows(rows)
+    save_text(folder / "kinds.csv", buf.getvalue())
+
+
 def _write_counts(folder, rows):
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -1054,6 +1070,8 @@ def _write_counts(folder, rows):
 
 
 SPLITS = ("train", "val", "test", "fields")
+#: The optical kinds of spores (``_draw_spore``), written per label into ``kinds.csv``.
+KINDS = ("pale", "normal", "dark")
 
 
 def generate(out, style, n=None, seed=1, field_size=1024, overwrite=False):
@@ -1074,17 +1092,19 @@ def generate(out, style, n=None, seed=1, field_size=1024, overwrite=False):
             shutil.rmtree(folder)
         for sub in ("images", "masks", "labels"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
-        rows = []
+        rows, kinds = [], []
         for i, ss in enumerate(branches[split].spawn(n[split])):
             if split == "fields":
                 name = f"field_{i:03d}"
-                image, labels, _ = render_field(ss, style, field_size)
+                image, labels, info = render_field(ss, style, field_size)
             else:
                 name = f"crop_{i:05d}"
-                image, labels, _ = render_crop(ss, style, field_size)
+                image, labels, info = render_crop(ss, style, field_size)
             _write_sample(folder, name, image, labels, style)
             rows.append((name, int(labels.max())))
+            kinds += [(name, k, kind) for k, kind in enumerate(info["kinds"], 1)]
         _write_counts(folder, rows)
+        _write_kinds(folder, kinds)
         written[split] = rows
     meta = {"renderer": "benchmarks/other_renderer.py", "seed": seed, "field_size": field_size,
             "splits": {k: len(v) for k, v in written.items()},
