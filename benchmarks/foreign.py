@@ -190,7 +190,7 @@ def score_unet(run_dir, folder):
 
     model, config = load_run(run_dir)
     result = evaluate(model, folder, threshold=config.threshold, min_area=config.min_area,
-                      split_h=config.split_h)
+                      split_h=config.split_h, flatten=config.flatten)
     return {k: result.get(k) for k in (*SCORES, "object_truth", "images")}
 
 
