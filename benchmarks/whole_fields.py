@@ -111,11 +111,10 @@ def score(label, data):
                 tally[kind] += [1, k not in missed, areas[k], found[k]]
             if split == "fields":
                 median, spread = light(raw)
-                inter = np.count_nonzero((truth > 0) & (pred > 0))
-                dice = 2 * inter / max(np.count_nonzero(truth) + np.count_nonzero(pred), 1)
                 result["fields"].append({
-                    "field": name, "dice": dice, "object_f1": match["f1"],
-                    "count_true": int(truth.max()), "count_pred": int(len(np.unique(pred)) - 1),
+                    "field": name, "dice": unet.segmentation_scores(truth > 0, pred > 0)["dice"],
+                    "object_f1": match["f1"],
+                    "count_true": unet.count_labels(truth), "count_pred": unet.count_labels(pred),
                     "background_median": median, "background_log_spread": spread})
         result["per_kind"][split] = {
             kind: {"spores": int(t[0]), "matched": t[1] / max(t[0], 1),
