@@ -114,11 +114,11 @@ class WholeImageValidation(keras.callbacks.Callback):
         return self._last is None or last or epoch % self.interval == 0
 
     def on_epoch_end(self, epoch, logs=None):
-        start = time.perf_counter()
         if not self._due(epoch):
             if logs is not None:
                 logs.update(self._last, val_seconds=0.0)
             return
+        start = time.perf_counter()
         if self._predictor is None:
             self._predictor = _LocalPredictions(self.model) if self.local else self.model
         probs = predict_many(self._predictor, self.samples.images, self.batch_size)
