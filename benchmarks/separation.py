@@ -47,7 +47,7 @@ from PIL import Image
 from common import ROOT, table, write_result
 
 from unet.calibrate import THRESHOLDS, _f1, calibrate_postprocessing, plateau_choice
-from unet.count import (label_spores, object_scores, relative_count_error,
+from unet.count import (count_labels, label_spores, object_scores, relative_count_error,
                         remove_small_regions)
 from unet.data import choose_min_area, load_folder, object_labels
 from unet.metrics import confusion_counts, scores_from_counts
@@ -122,7 +122,7 @@ def score(labelled, samples):
         tp, fp, fn = tp + s["tp"][0], fp + s["fp"][0], fn + s["fn"][0]
         aps.append(float(s["ap"].mean()))
         n_true = np.unique(truth[truth > 0]).size
-        errors.append(float(relative_count_error([n_true], [pred.max(initial=0)])[0]))
+        errors.append(float(relative_count_error([n_true], [count_labels(pred)])[0]))
     return {"dice": scores_from_counts(*pixels)["dice"], "object_f1": _f1(tp, fp, fn),
             "ap_50_95": float(np.mean(aps)), "count_error": float(np.mean(errors))}
 
@@ -138,7 +138,7 @@ def calibrate_seeds(probs, truth, ring):
                 s = object_scores(labels, pred, thresholds=(0.5,))
                 t = tally.setdefault((threshold, ring, area), [0, 0, 0, 0.0])
                 t[0], t[1], t[2] = t[0] + s["tp"][0], t[1] + s["fp"][0], t[2] + s["fn"][0]
-                t[3] += float(relative_count_error([n_true], [pred.max(initial=0)])[0])
+                t[3] += float(relative_count_error([n_true], [count_labels(pred)])[0])
     scores = {k: (-_f1(tp, fp, fn), err / len(probs)) for k, (tp, fp, fn, err) in tally.items()}
     threshold, _, area = plateau_choice(scores, (THRESHOLDS, (ring,), SEED_AREAS))
     return threshold, area, -scores[threshold, ring, area][0]
