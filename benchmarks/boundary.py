@@ -52,16 +52,16 @@ from pathlib import Path
 
 import numpy as np
 
-from common import table, write_result
-from separation import SEED_AREAS, interiors, score
+from common import write_result
+from separation import SEED_AREAS, default_method, evaluate_method, interiors, print_table
 
 import unet.data as data
 from unet.augment import Augmentation
-from unet.calibrate import THRESHOLDS, _f1, calibrate_postprocessing, plateau_choice
-from unet.count import count_labels, label_spores, object_scores, relative_count_error
-from unet.data import choose_min_area, load_folder, object_labels
+from unet.calibrate import THRESHOLDS, _f1, plateau_choice
+from unet.count import count_labels, object_scores, relative_count_error
+from unet.data import load_folder, object_labels
 from unet.model import unet_model
-from unet.predict import predict_many, predict_tiled
+from unet.predict import predict_tiled
 from unet.devices import resolve_precision
 from unet.run import load_run
 
@@ -276,16 +276,6 @@ def train_network(config, train_set, val_set, target, ring, run_dir):
     return model, seconds, epochs
 
 
-def evaluate_splits(data_dir, channels, labeller, predictor):
-    """``labeller(prob)`` scored on the test split and the fields."""
-    out = {}
-    for split in ("test", "fields"):
-        if (data_dir / split).is_dir():
-            samples = load_folder(data_dir / split, channels=channels)
-            out[split] = score([labeller(p) for p in predictor(samples.images)], samples)
-    return out
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", type=Path)
@@ -306,38 +296,24 @@ def main(argv=None):
     if train_set.labels is None or val.labels is None:
         raise SystemExit(f"error: {data_dir} needs instance labels in train/ and val/")
     val_truth = list(object_labels(val))
-    chosen = calibrate_postprocessing(predict_many(model, val.images), labels=val_truth,
-                                      masks=val.masks, default_min_area=choose_min_area(train_set))
-    post = {"threshold": chosen["threshold"], "h": chosen["split_h"],
-            "min_area": chosen["min_area"]}
-    results["methods"]["masks + watershed (default)"] = {
-        "post": post, "val_f1": chosen["score"],
-        **evaluate_splits(data_dir, config.channels, lambda p: label_spores(p, **post),
-                          lambda images: predict_many(model, images))}
+    default = default_method(model, config, data_dir, val, val_truth)
+    results["methods"]["masks + watershed (default)"] = default
+    min_object = default["post"]["min_area"]
 
     run_dir = work / name
     model, seconds, epochs = train_network(config, train_set, val, target, args.ring, run_dir)
     threshold, area, val_f1 = calibrate_objects(predict_classes(model, val.images), val_truth,
-                                                target, post["min_area"])
+                                                target, min_object)
     method = (f"three classes, boundary {args.ring} px" if target == "boundary"
               else "mask + normalised distance")
     results["methods"][method] = {
         "post": {"threshold": threshold, "min_area": area}, "val_f1": val_f1,
         "train_seconds": seconds, "epochs": epochs,
-        **evaluate_splits(data_dir, config.channels,
-                          lambda p: objects(p, threshold, area, target, post["min_area"]),
+        **evaluate_method(model, data_dir,
+                          lambda p: objects(p, threshold, area, target, min_object),
                           lambda images: predict_classes(model, images))}
 
-    rows = []
-    for method, r in results["methods"].items():
-        for split in ("test", "fields"):
-            if split in r:
-                s = r[split]
-                rows.append([method, split, f"{r['val_f1']:.3f}", f"{s['dice']:.3f}",
-                             f"{s['object_f1']:.3f}", f"{s['ap_50_95']:.3f}",
-                             f"{100 * s['count_error']:.1f} %"])
-    print(table(rows, ["method", "split", "val F1", "Dice", "object F1", "AP 0.5:0.95",
-                       "count error"]))
+    print_table(results)
     write_result(f"separation_{name}", results)
 
 

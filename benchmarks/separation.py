@@ -144,15 +144,41 @@ def calibrate_seeds(probs, truth, ring):
     return threshold, area, -scores[threshold, ring, area][0]
 
 
-def evaluate_method(model, data, labeller):
-    """``labeller(prob) -> labels`` scored on the test split and fields."""
+def evaluate_method(model, data, labeller, predictor=None):
+    """``labeller(prediction) -> labels`` scored on the test split and fields;
+    ``predictor(images)`` gives the predictions (default: the foreground maps)."""
+    predictor = predictor or (lambda images: predict_many(model, images))
     out = {}
     for split in ("test", "fields"):
         if (data / split).is_dir():
             samples = load_folder(data / split, channels=model.input_shape[-1])
-            out[split] = score([labeller(p) for p in predict_many(model, samples.images)],
-                               samples)
+            out[split] = score([labeller(p) for p in predictor(samples.images)], samples)
     return out
+
+
+def default_method(model, config, data, val, val_truth):
+    """The baseline run calibrated as ``train`` calibrates it, scored (a results entry)."""
+    chosen = calibrate_postprocessing(
+        predict_many(model, val.images), labels=val_truth, masks=val.masks,
+        default_min_area=choose_min_area(load_folder(data / "train", channels=config.channels)))
+    post = {"threshold": chosen["threshold"], "h": chosen["split_h"],
+            "min_area": chosen["min_area"]}
+    return {"post": post, "val_f1": chosen["score"],
+            **evaluate_method(model, data, lambda p: label_spores(p, **post))}
+
+
+def print_table(results):
+    """One row per method and split: validation F1 and the test scores."""
+    rows = []
+    for method, r in results["methods"].items():
+        for split in ("test", "fields"):
+            if split in r:
+                s = r[split]
+                rows.append([method, split, f"{r['val_f1']:.3f}", f"{s['dice']:.3f}",
+                             f"{s['object_f1']:.3f}", f"{s['ap_50_95']:.3f}",
+                             f"{100 * s['count_error']:.1f} %"])
+    print(table(rows, ["method", "split", "val F1", "Dice", "object F1", "AP 0.5:0.95",
+                       "count error"]))
 
 
 def main(argv=None):
@@ -171,14 +197,8 @@ def main(argv=None):
     model, config = load_run(args.baseline)
     val = load_folder(data / "val", channels=config.channels)
     val_truth = list(object_labels(val))
-    chosen = calibrate_postprocessing(
-        predict_many(model, val.images), labels=val_truth, masks=val.masks,
-        default_min_area=choose_min_area(load_folder(data / "train", channels=config.channels)))
-    post = {"threshold": chosen["threshold"], "h": chosen["split_h"],
-            "min_area": chosen["min_area"]}
-    results["methods"]["masks + watershed (default)"] = {
-        "post": post, "val_f1": chosen["score"],
-        **evaluate_method(model, data, lambda p: label_spores(p, **post))}
+    results["methods"]["masks + watershed (default)"] = default_method(model, config, data, val,
+                                                                       val_truth)
 
     for ring in (int(r) for r in args.rings.split(",")):
         suffix = "_border" if args.border_weights else ""
@@ -196,16 +216,7 @@ def main(argv=None):
             **evaluate_method(model, data, lambda p: seeds_grown(p, threshold, area, ring))}
         print(method, json.dumps(results["methods"][method]), flush=True)
 
-    rows = []
-    for method, r in results["methods"].items():
-        for split in ("test", "fields"):
-            if split in r:
-                s = r[split]
-                rows.append([method, split, f"{r['val_f1']:.3f}", f"{s['dice']:.3f}",
-                             f"{s['object_f1']:.3f}", f"{s['ap_50_95']:.3f}",
-                             f"{100 * s['count_error']:.1f} %"])
-    print(table(rows, ["method", "split", "val F1", "Dice", "object F1", "AP 0.5:0.95",
-                       "count error"]))
+    print_table(results)
     write_result(f"separation_{data.name}{'_border' if args.border_weights else ''}", results)
 
 
