@@ -60,9 +60,9 @@ from unet.augment import Augmentation
 from unet.calibrate import THRESHOLDS, _f1, plateau_choice
 from unet.count import count_labels, object_scores, relative_count_error
 from unet.data import load_folder, object_labels
+from unet.devices import resolve_precision
 from unet.model import unet_model
 from unet.predict import predict_tiled
-from unet.devices import resolve_precision
 from unet.run import load_run
 
 #: Foreground (interior + boundary probability) threshold of the three-class objects.
@@ -102,7 +102,7 @@ def target_dataset(samples, config, target, ring):
     weights = (boundary_weights(samples, ring) if target == "boundary"
                else distance_weights(samples))
     original = data.sample_weights
-    data.sample_weights = lambda *args, **kwargs: weights  # the boundary as the weight
+    data.sample_weights = lambda *args, **kwargs: weights  # the second target
     try:
         stream = data.make_dataset(
             samples, config.tile_size, config.output_tile_size, batch_size=config.batch_size,
