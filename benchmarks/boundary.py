@@ -61,6 +61,7 @@ from unet.calibrate import THRESHOLDS, _f1, plateau_choice
 from unet.count import count_labels, object_scores, relative_count_error
 from unet.data import load_folder, object_labels
 from unet.devices import resolve_precision
+from unet.metrics import confusion_counts, scores_from_counts
 from unet.model import unet_model
 from unet.predict import predict_tiled
 from unet.run import load_run
@@ -170,12 +171,9 @@ def predict_classes(model, images):
 
 def foreground_dice(probs, masks, target):
     """Pooled Dice of ``foreground > FOREGROUND`` against the masks."""
-    inter = total = 0
-    for p, m in zip(probs, masks):
-        pred, truth = MAPS[target](p)[0] > FOREGROUND, np.asarray(m) > 0
-        inter += np.count_nonzero(pred & truth)
-        total += np.count_nonzero(pred) + np.count_nonzero(truth)
-    return 2.0 * inter / max(total, 1)
+    counts = sum(np.asarray(confusion_counts(np.asarray(m) > 0, MAPS[target](p)[0] > FOREGROUND),
+                            np.int64) for p, m in zip(probs, masks))
+    return scores_from_counts(*counts)["dice"]
 
 
 def objects(prob, threshold, min_area, target, min_object):
@@ -191,7 +189,7 @@ def objects(prob, threshold, min_area, target, min_object):
     seeds = remove_small_regions(
         ndi.label((seed_map > threshold) & foreground)[0].astype(np.int32), min_area)
     labels = watershed(-seed_map, seeds, mask=foreground)
-    rest, n_rest = ndi.label(foreground & (labels == 0))
+    rest = ndi.label(foreground & (labels == 0))[0]
     labels[rest > 0] = rest[rest > 0] + labels.max(initial=0)
     return remove_small_regions(labels.astype(np.int32), min_object)
 
@@ -231,17 +229,18 @@ def train_network(config, train_set, val_set, target, ring, run_dir):
     """Train (or load) the network; returns (model, seconds, epochs)."""
     import keras
 
-    weights_path = run_dir / "model.weights.h5"
+    weights_path, info_path = run_dir / "model.weights.h5", run_dir / "train.json"
+    info = json.loads(info_path.read_text()) if weights_path.exists() else None
+    # as `train` chooses it for the baseline; a trained network predicts in its own
+    # (runs written before the script set a precision trained in float32)
+    policy = info.get("precision", "float32") if info else resolve_precision("auto")
+    keras.mixed_precision.set_global_policy(policy)
     model = build(config, target)
-    if weights_path.exists():
+    if info:
         model.load_weights(weights_path)
-        info = json.loads((run_dir / "train.json").read_text())
         return model, info["seconds"], info["epochs"]
     run_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
-    policy = resolve_precision("auto")  # as `train` chooses it for the baseline
-    keras.mixed_precision.set_global_policy(policy)
-    model = build(config, target)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                   loss=three_class_loss if target == "boundary" else distance_loss)
 
@@ -270,7 +269,7 @@ def train_network(config, train_set, val_set, target, ring, run_dir):
         ])
     seconds = time.perf_counter() - start
     epochs = len(history.history["loss"])
-    (run_dir / "train.json").write_text(
+    info_path.write_text(
         json.dumps({"seconds": seconds, "epochs": epochs, "precision": policy}) + "\n")
     model.load_weights(weights_path)
     return model, seconds, epochs
