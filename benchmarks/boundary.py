@@ -127,34 +127,27 @@ def three_class_loss(y_true, y_pred):
     """Cross-entropy over the valid pixels + 1 - mean soft Dice of interior and boundary."""
     from keras import ops
 
+    from unet.losses import pixel_cross_entropy, soft_dice, weighted_mean
+
     interior, boundary, valid = y_true[..., 0], y_true[..., 1], y_true[..., 2]
-    background = (1.0 - interior - boundary) * valid
-    target = ops.stack([background, interior * valid, boundary * valid], axis=-1)
-    probs = ops.clip(ops.cast(y_pred, "float32"), 1e-7, 1.0)
-    n = ops.maximum(ops.sum(valid), 1.0)
-    cross_entropy = -ops.sum(target * ops.log(probs)) / n
-    dice = 0.0
-    for k in (1, 2):
-        p = probs[..., k] * valid
-        dice += (2.0 * ops.sum(p * target[..., k]) + 1.0) / (ops.sum(p) + ops.sum(target[..., k])
-                                                              + 1.0)
-    return cross_entropy + 1.0 - dice / 2.0
+    target = ops.stack([1.0 - interior - boundary, interior, boundary], axis=-1)
+    probs, valid = ops.cast(y_pred, "float32"), valid[..., None]
+    cross_entropy = weighted_mean(pixel_cross_entropy(target, probs), valid)
+    return cross_entropy + 1.0 - soft_dice(target, probs, valid)
 
 
 def distance_loss(y_true, y_pred):
     """BCE + soft Dice of the foreground, + BCE of the normalised distance (valid pixels)."""
     from keras import ops
 
-    mask, distance, valid = y_true[..., 0], y_true[..., 1], y_true[..., 2]
-    probs = ops.clip(ops.cast(y_pred, "float32"), 1e-7, 1.0 - 1e-7)
-    n = ops.maximum(ops.sum(valid), 1.0)
+    from unet.losses import pixel_cross_entropy, soft_dice, weighted_mean
 
-    def bce(target, p):
-        return -ops.sum(valid * (target * ops.log(p) + (1.0 - target) * ops.log(1.0 - p))) / n
-
-    p = probs[..., 0] * valid
-    dice = (2.0 * ops.sum(p * mask) + 1.0) / (ops.sum(p) + ops.sum(mask * valid) + 1.0)
-    return bce(mask, probs[..., 0]) + 1.0 - dice + bce(distance, probs[..., 1])
+    mask, distance, valid = y_true[..., :1], y_true[..., 1:2], y_true[..., 2:3]
+    probs = ops.cast(y_pred, "float32")
+    mask_probs, distance_probs = probs[..., :1], probs[..., 1:2]
+    return (weighted_mean(pixel_cross_entropy(mask, mask_probs), valid)
+            + 1.0 - soft_dice(mask, mask_probs, valid)
+            + weighted_mean(pixel_cross_entropy(distance, distance_probs), valid))
 
 
 #: Per target: (foreground map, seed map) of a prediction ``(h, w, C)``.
@@ -198,7 +191,7 @@ def calibrate_objects(probs, truth, target, min_object):
     """(threshold, min_area, val F1) by pooled validation object F1, plateau rule."""
     tally = {}
     for prob, labels in zip(probs, truth):
-        n_true = np.unique(labels[labels > 0]).size
+        n_true = count_labels(labels)
         for threshold in THRESHOLDS:
             for area in SEED_AREAS:
                 pred = objects(prob, threshold, area, target, min_object)

@@ -121,7 +121,7 @@ def score(labelled, samples):
         s = object_scores(truth, pred)
         tp, fp, fn = tp + s["tp"][0], fp + s["fp"][0], fn + s["fn"][0]
         aps.append(float(s["ap"].mean()))
-        n_true = np.unique(truth[truth > 0]).size
+        n_true = count_labels(truth)
         errors.append(float(relative_count_error([n_true], [count_labels(pred)])[0]))
     return {"dice": scores_from_counts(*pixels)["dice"], "object_f1": _f1(tp, fp, fn),
             "ap_50_95": float(np.mean(aps)), "count_error": float(np.mean(errors))}
@@ -131,7 +131,7 @@ def calibrate_seeds(probs, truth, ring):
     """(threshold, min_area) of the seeds by pooled validation object F1, plateau rule."""
     tally = {}
     for prob, labels in zip(probs, truth):
-        n_true = np.unique(labels[labels > 0]).size
+        n_true = count_labels(labels)
         for threshold in THRESHOLDS:
             for area in SEED_AREAS:
                 pred = seeds_grown(prob, threshold, area, ring)
