@@ -44,6 +44,12 @@ VARIANTS = {
     "no debris": ("fibres, specks, clumps, crystals, blobs and ghost spores",
                   {"fibres": 0.0, "specks": 0.0, "clumps": 0.0, "crystals": 0.0,
                    "blobs": 0.0, "ghosts": 0.0}),
+    "no ghosts": ("out-of-focus ghost spores", {"ghosts": 0.0}),
+    "no clumps": ("spore-sized irregular dirt", {"clumps": 0.0}),
+    "no specks or crystals": ("small specks and refractile crystals",
+                              {"specks": 0.0, "crystals": 0.0}),
+    "no fibres or blobs": ("fibres and out-of-focus blobs and rings",
+                           {"fibres": 0.0, "blobs": 0.0}),
     "no halos": ("the defocus (phase) halos", {"halo": 0.0}),
     "sharp": ("focus blur (a fixed 0.5 px blur)",
               {"blur": (0.5, 0.5), "blur_focus": 0.0, "blur_max": 0.5}),
@@ -54,6 +60,7 @@ VARIANTS = {
 VARIANTS["none of these"] = ("all of the above", {
     k: v for _, overrides in VARIANTS.values() for k, v in overrides.items()})
 
+
 SCORES = ("dice", "precision", "recall", "object_precision", "object_recall", "object_f1",
           "ap_50_95", "count_error")
 
@@ -61,8 +68,8 @@ SCORES = ("dice", "precision", "recall", "object_precision", "object_recall", "o
 def render(work, seed, n):
     """Each variant's test split under ``work/NAME/test``; checks the masks are shared."""
     folders = {}
-    for index, (name, (_, overrides)) in enumerate(VARIANTS.items()):
-        root = work / f"variant_{index}"
+    for name, (_, overrides) in VARIANTS.items():
+        root = work / name.replace(" ", "_")
         folder = root / "test"
         if not (folder / "counts.csv").exists():
             style = get_style("default", [f"{k}={v!r}" for k, v in overrides.items()])
