@@ -156,15 +156,17 @@ def evaluate_method(model, data, labeller, predictor=None):
     return out
 
 
-def default_method(model, config, data, val, val_truth):
-    """The baseline run calibrated as ``train`` calibrates it, scored (a results entry)."""
+def default_method(model, config, data, val, val_truth, predictor=None):
+    """The baseline run calibrated as ``train`` calibrates it, scored (a results entry);
+    ``predictor(images)`` gives the foreground maps (default: :func:`predict_many`)."""
+    predictor = predictor or (lambda images: predict_many(model, images))
     chosen = calibrate_postprocessing(
-        predict_many(model, val.images), labels=val_truth, masks=val.masks,
+        predictor(val.images), labels=val_truth, masks=val.masks,
         default_min_area=choose_min_area(load_folder(data / "train", channels=config.channels)))
     post = {"threshold": chosen["threshold"], "h": chosen["split_h"],
             "min_area": chosen["min_area"]}
     return {"post": post, "val_f1": chosen["score"],
-            **evaluate_method(model, data, lambda p: label_spores(p, **post))}
+            **evaluate_method(model, data, lambda p: label_spores(p, **post), predictor)}
 
 
 def print_table(results):
