@@ -229,7 +229,7 @@ def _add_model_options(p):
                    help=f"smallest spore area in pixels (default: the run's, else {_MIN_AREA})")
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average the maps of the flipped and turned "
-                   "tiles (8 passes, about 6x the prediction time; measured: Dice +0.005 on "
+                   "tiles (4 or 8 passes, 3-6x the prediction time; measured: Dice +0.005 on "
                    "spores of another renderer, no gain on nuclei; see benchmarks/README.md) "
                    "(default: off)")
 
