@@ -60,16 +60,16 @@ VARIANTS = {
 VARIANTS["none of these"] = ("all of the above", {
     k: v for _, overrides in VARIANTS.values() for k, v in overrides.items()})
 
-
 SCORES = ("dice", "precision", "recall", "object_precision", "object_recall", "object_f1",
           "ap_50_95", "count_error")
 
 
 def render(work, seed, n):
-    """Each variant's test split under ``work/NAME/test``; checks the masks are shared."""
+    """Each variant's test split under ``work/seedS_nN/NAME/test`` (rendered once, reused
+    when present); checks the masks are shared."""
     folders = {}
     for name, (_, overrides) in VARIANTS.items():
-        root = work / name.replace(" ", "_")
+        root = work / f"seed{seed}_n{n}" / name.replace(" ", "_")
         folder = root / "test"
         if not (folder / "counts.csv").exists():
             style = get_style("default", [f"{k}={v!r}" for k, v in overrides.items()])
