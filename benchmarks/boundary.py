@@ -53,12 +53,10 @@ from pathlib import Path
 import numpy as np
 
 from common import write_result
-from separation import SEED_AREAS, default_method, evaluate_method, interiors, print_table
+from separation import calibrate_seeds, default_method, evaluate_method, interiors, print_table
 
 import unet.data as data
 from unet.augment import Augmentation
-from unet.calibrate import THRESHOLDS, _f1, plateau_choice
-from unet.count import count_labels, object_scores, relative_count_error
 from unet.data import load_folder, object_labels
 from unet.devices import resolve_precision
 from unet.metrics import confusion_counts, scores_from_counts
@@ -187,23 +185,6 @@ def objects(prob, threshold, min_area, target, min_object):
     return remove_small_regions(labels.astype(np.int32), min_object)
 
 
-def calibrate_objects(probs, truth, target, min_object):
-    """(threshold, min_area, val F1) by pooled validation object F1, plateau rule."""
-    tally = {}
-    for prob, labels in zip(probs, truth):
-        n_true = count_labels(labels)
-        for threshold in THRESHOLDS:
-            for area in SEED_AREAS:
-                pred = objects(prob, threshold, area, target, min_object)
-                s = object_scores(labels, pred, thresholds=(0.5,))
-                t = tally.setdefault((threshold, area), [0, 0, 0, 0.0])
-                t[0], t[1], t[2] = t[0] + s["tp"][0], t[1] + s["fp"][0], t[2] + s["fn"][0]
-                t[3] += float(relative_count_error([n_true], [count_labels(pred)])[0])
-    scores = {k: (-_f1(tp, fp, fn), err / len(probs)) for k, (tp, fp, fn, err) in tally.items()}
-    threshold, area = plateau_choice(scores, (THRESHOLDS, SEED_AREAS))
-    return threshold, area, -scores[threshold, area][0]
-
-
 def build(config, target):
     """The baseline's network with three softmax classes, or two sigmoid outputs."""
     import keras
@@ -294,8 +275,9 @@ def main(argv=None):
 
     run_dir = work / name
     model, seconds, epochs = train_network(config, train_set, val, target, args.ring, run_dir)
-    threshold, area, val_f1 = calibrate_objects(predict_classes(model, val.images), val_truth,
-                                                target, min_object)
+    threshold, area, val_f1 = calibrate_seeds(
+        predict_classes(model, val.images), val_truth,
+        lambda p, t, a: objects(p, t, a, target, min_object))
     method = (f"three classes, boundary {args.ring} px" if target == "boundary"
               else "mask + normalised distance")
     results["methods"][method] = {

@@ -127,21 +127,22 @@ def score(labelled, samples):
             "ap_50_95": float(np.mean(aps)), "count_error": float(np.mean(errors))}
 
 
-def calibrate_seeds(probs, truth, ring):
-    """(threshold, min_area) of the seeds by pooled validation object F1, plateau rule."""
+def calibrate_seeds(probs, truth, labeller):
+    """(threshold, min_area, val F1) of ``labeller(prob, threshold, min_area) -> labels`` by
+    pooled validation object F1 (then count error), plateau rule over the seed grid."""
     tally = {}
     for prob, labels in zip(probs, truth):
         n_true = count_labels(labels)
         for threshold in THRESHOLDS:
             for area in SEED_AREAS:
-                pred = seeds_grown(prob, threshold, area, ring)
+                pred = labeller(prob, threshold, area)
                 s = object_scores(labels, pred, thresholds=(0.5,))
-                t = tally.setdefault((threshold, ring, area), [0, 0, 0, 0.0])
+                t = tally.setdefault((threshold, area), [0, 0, 0, 0.0])
                 t[0], t[1], t[2] = t[0] + s["tp"][0], t[1] + s["fp"][0], t[2] + s["fn"][0]
                 t[3] += float(relative_count_error([n_true], [count_labels(pred)])[0])
     scores = {k: (-_f1(tp, fp, fn), err / len(probs)) for k, (tp, fp, fn, err) in tally.items()}
-    threshold, _, area = plateau_choice(scores, (THRESHOLDS, (ring,), SEED_AREAS))
-    return threshold, area, -scores[threshold, ring, area][0]
+    threshold, area = plateau_choice(scores, (THRESHOLDS, SEED_AREAS))
+    return threshold, area, -scores[threshold, area][0]
 
 
 def evaluate_method(model, data, labeller, predictor=None):
@@ -209,8 +210,9 @@ def main(argv=None):
         seconds = train(interior_data, run_dir,
                         "weighted_bce" if args.border_weights else None)
         model, config = load_run(run_dir)
-        threshold, area, val_f1 = calibrate_seeds(predict_many(model, val.images), val_truth,
-                                                  ring)
+        threshold, area, val_f1 = calibrate_seeds(
+            predict_many(model, val.images), val_truth,
+            lambda p, t, a: seeds_grown(p, t, a, ring))
         method = f"interiors{' + border weights' if suffix else ''}, ring {ring} px"
         results["methods"][method] = {
             "post": {"threshold": threshold, "min_area": area, "ring": ring},
