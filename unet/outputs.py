@@ -386,9 +386,6 @@ def write_rois(path, labels, reported=None):
     int
         The number of ROIs written.
     """
-    from pathlib import Path
-
-    import roifile
     from scipy import ndimage as ndi
 
     labels = np.asarray(labels) if not isinstance(labels, np.ndarray) else labels
