@@ -341,6 +341,7 @@ def test_without_instance_truth_the_calibration_is_skipped_with_one_line(tmp_pat
         ({"dropout": 1.0}, "dropout`? must be at least 0 and below 1"),
         ({"seed": -1}, "seed`? must be at least 0"),
         ({"flatten": 2}, "flatten`? must be at least 3"),
+        ({"flatten": "on"}, 'flatten`? must be a whole number, "auto" or null, got \'on\''),
     ],
 )
 def test_a_config_file_with_values_of_the_wrong_type_or_size_is_refused(tmp_path, values, message):
@@ -350,25 +351,47 @@ def test_a_config_file_with_values_of_the_wrong_type_or_size_is_refused(tmp_path
         Config.load(path)  # a UsageError: one line from the CLI, before any heavy work
 
 
-def test_flatten_is_refused_for_objects_brighter_than_their_background(tmp_path):
-    """Dividing out a brightfield background of fluorescence images would erase the
-    objects: refused before anything is written."""
+def disk_data(root, inside, outside):
+    """train/ and val/ of two 64 px images, each of one disk of radius 7 (149 px)."""
     from unet.io import save_png
 
     rows, cols = np.mgrid[:64, :64]
     for split in ("train", "val"):
         for sub in ("images", "masks"):
-            (tmp_path / "data" / split / sub).mkdir(parents=True)
+            (root / split / sub).mkdir(parents=True)
         for i in range(2):
             disk = (rows - 20 - 10 * i) ** 2 + (cols - 30) ** 2 <= 7**2
-            save_png(np.where(disk, 220, 20).astype(np.uint8),
-                     tmp_path / "data" / split / "images" / f"s{i}.png")
-            save_png(disk.astype(np.uint8) * 255, tmp_path / "data" / split / "masks" / f"s{i}.png")
+            save_png(np.where(disk, inside, outside).astype(np.uint8),
+                     root / split / "images" / f"s{i}.png")
+            save_png(disk.astype(np.uint8) * 255, root / split / "masks" / f"s{i}.png")
+    return root
+
+
+def test_flatten_is_refused_for_objects_brighter_than_their_background(tmp_path):
+    """Dividing out a brightfield background of fluorescence images would erase the
+    objects: refused before anything is written."""
+    disk_data(tmp_path / "data", 220, 20)
     with pytest.raises(ValueError, match="brighter than their background.*without `flatten`"):
         train(Config(flatten=21, steps=1), tmp_path / "data", tmp_path / "run")
     assert not (tmp_path / "run").exists()
     assert Config.from_dict(Config(flatten=61).to_dict()).flatten == 61
     assert Config.from_dict({"steps": 10}).flatten is None  # a run saved before: off
+
+
+def test_flatten_auto_takes_its_window_from_the_objects_or_stays_off(tmp_path):
+    from unet.data import choose_flatten, load_folder
+    from unet.image import divide_background
+
+    dark = disk_data(tmp_path / "dark", 40, 200)
+    # 3 x the equivalent diameter of the 149-px disks (13.8 px): more than twice their width
+    assert choose_flatten(load_folder(dark / "train")) == 42
+    assert choose_flatten(load_folder(disk_data(tmp_path / "bright", 220, 20) / "train")) is None
+    result = train(Config(flatten="auto", steps=1, calibrate=False), dark, tmp_path / "run")
+    assert result["config"].flatten == 42
+    assert Config.load(tmp_path / "run" / "config.json").flatten == 42  # what predict reads
+    assert Config.from_dict(Config(flatten="auto").to_dict()).flatten == "auto"
+    with pytest.raises(ValueError, match='"auto" is chosen when training starts'):
+        divide_background(np.ones((8, 8)), "auto")  # an unresolved config at prediction
 
 
 def test_whole_numbers_written_as_floats_are_read_as_integers():

@@ -136,6 +136,7 @@ _LAZY = {
     "sample_weights": "data",
     "choose_crop_size": "data",
     "choose_min_area": "data",
+    "choose_flatten": "data",
     # baseline: the classical method for contrast
     "baseline_mask": "baseline",
     "otsu_mask": "baseline",

@@ -159,11 +159,13 @@ def _add_train(sub):
     p.add_argument("--foreground-fraction", type=float, metavar="F",
                    help="share of the training windows of large images placed over an object "
                         "(default 0.66; 0 = anywhere)")
-    p.add_argument("--flatten", type=int, metavar="PX",
+    p.add_argument("--flatten", type=_window, metavar="PX|auto",
                    help="brightfield images with uneven light: divide every image by its "
                         "background, a grey closing of PX pixels (more than the largest "
-                        "object, e.g. 61 for spores), before normalising; predict and "
-                        "evaluate do the same (default: off)")
+                        "object, e.g. 61 for spores; auto: 3x the 95th percentile of the "
+                        "training objects' diameters, off where they are not darker than "
+                        "the background), before normalising; predict and evaluate do the "
+                        "same (default: off)")
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="JSON file of settings (see unet.run.Config); missing keys keep defaults")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -209,6 +211,10 @@ def _train(args):
         f"{'resumed and ' if result['resumed'] else ''}trained {result['steps']} steps "
         f"({best}{result['seconds']:.0f} s, {result['precision']}): {result['model']}"
     )
+    if config.flatten == "auto":
+        chosen = result["config"].flatten
+        print(f"flatten auto: a background window of {chosen} px" if chosen else
+              "flatten auto: off (the training objects are not darker than their background)")
     print(result["calibration_note"])
 
 
@@ -370,6 +376,16 @@ def _add_predict(sub):
 
 #: unet.count.MIN_AREA, written here so that --help imports no scipy (a test checks they agree)
 _MIN_AREA = 16
+
+
+def _window(text):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a window in pixels or auto, e.g. 61; got {text!r}") from None
 
 
 def _channel_list(text):

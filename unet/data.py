@@ -266,6 +266,33 @@ def choose_crop_size(samples, depth, padding="valid"):
     return tile_size_for(window, depth, padding)[1]
 
 
+def choose_flatten(samples):
+    """The background window of a data set: what ``Config(flatten="auto")`` becomes.
+
+    Three times the 95th percentile of the objects' equivalent diameters (the
+    statistic :func:`choose_crop_size` uses), so that the grey closing of
+    :func:`unet.image.divide_background` fills every object but the rarest giants:
+    76 px for the other renderer's spores, where 61 and 121 px scored alike
+    (``benchmarks/README.md``). None (no flattening) where the objects are not darker
+    than their background (:func:`objects_are_darker`: fluorescence, dark field) or
+    there are none.
+
+    Parameters
+    ----------
+    samples : Samples
+        Training samples loaded without flattening.
+
+    Returns
+    -------
+    int or None
+    """
+    if not objects_are_darker(samples):
+        return None
+    diameters = np.sqrt(4.0 * object_areas(samples) / np.pi)
+    window = int(math.ceil(3 * float(np.percentile(diameters, 95))))
+    return min(max(window, 3), 4096)
+
+
 def object_labels(samples):
     """The objects of loaded samples, one label image at a time (a generator): their
     labels, or the connected components of their masks where there are no labels."""

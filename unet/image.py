@@ -278,6 +278,10 @@ def divide_background(image, size):
     numpy.ndarray
         float32, the image's shape.
     """
+    if isinstance(size, str):  # Config(flatten="auto") before training chose the window
+        raise UsageError(
+            f"`flatten` {size!r} is not a window in pixels: \"auto\" is chosen when training "
+            "starts; pass the window of a trained run (its config.json).")
     image = np.asarray(image)
     background = estimate_background(image, size, dark=True)
     background /= max(float(np.median(background)), 1e-12)

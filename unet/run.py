@@ -79,10 +79,15 @@ LIMITS = {
 _KIND_TEXT = {"int": "a whole number", "float": "a number", "bool": "true or false",
               "str": "a string", "dict": "an object"}
 
+#: Settings that also take the string ``"auto"``: chosen from the data when training starts.
+AUTO = {"flatten"}
+
 
 def _describe(name, kind, optional):
     low = LIMITS.get(name, (None, None))[0]
     text = "a positive integer" if kind == "int" and low == 1 else _KIND_TEXT[kind]
+    if name in AUTO:
+        text += ', "auto"'
     return text + (" or null" if optional else "")
 
 
@@ -165,7 +170,10 @@ class Config:
         other renderer's spores 61 px raised ten fields' Dice from 0.869 to 0.893 and
         object F1 from 0.837 to 0.869 with the crops' scores unchanged
         (``benchmarks/README.md``). Training refuses it where the objects are brighter
-        than their background. None: off.
+        than their background. ``"auto"``: chosen when training starts
+        (:func:`unet.data.choose_flatten`: three times the 95th percentile of the
+        training objects' equivalent diameters, or off where they are not darker than
+        their background) and written into ``config.json``. None: off.
 
     Training
     --------
@@ -231,7 +239,7 @@ class Config:
     dropout: float = 0.0
     crop_size: int | None = None
     foreground_fraction: float = 0.66
-    flatten: int | None = None
+    flatten: int | str | None = None
     # training
     steps: int = 3000
     steps_per_epoch: int = 100
@@ -261,6 +269,10 @@ class Config:
             annotation = str(field.type)
             optional = "None" in annotation
             kind = annotation.replace("| None", "").strip()
+            if field.name in AUTO:
+                if getattr(self, field.name) == "auto":
+                    continue
+                kind = kind.replace("| str", "").strip()
             setattr(self, field.name,
                     _check_type(field.name, kind, optional, getattr(self, field.name)))
         check_choice("padding", self.padding, PADDINGS)
@@ -268,7 +280,7 @@ class Config:
         check_choice("loss", self.loss, LOSSES)
         for name, (low, high) in LIMITS.items():
             value = getattr(self, name)
-            if value is None or (value >= low and (high is None or value <= high)):
+            if value is None or value == "auto" or (value >= low and (high is None or value <= high)):
                 continue
             kind = "a positive integer" if low == 1 else f"at least {low}"
             if high is not None:

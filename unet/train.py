@@ -413,8 +413,14 @@ def train(
     init_weights = _initial_weights(config, init) if init is not None else None
     # the data first: a broken input is refused before anything is written
     train_set = data.load_folder(data_dir / "train", channels=config.channels,
-                                 limit=config.train_limit, flatten=config.flatten)
-    if config.flatten and not data.objects_are_darker(train_set):
+                                 limit=config.train_limit,
+                                 flatten=None if config.flatten == "auto" else config.flatten)
+    if config.flatten == "auto":  # the window from the objects, then the images flattened
+        config = dataclasses.replace(config, flatten=data.choose_flatten(train_set))
+        if config.flatten:
+            train_set = data.load_folder(data_dir / "train", channels=config.channels,
+                                         limit=config.train_limit, flatten=config.flatten)
+    elif config.flatten and not data.objects_are_darker(train_set):
         raise UsageError(
             "`flatten` divides out a brightfield background, which the objects are darker "
             "than; the training objects are brighter than their background (fluorescence "
