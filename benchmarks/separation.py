@@ -157,13 +157,16 @@ def evaluate_method(model, data, labeller, predictor=None):
     return out
 
 
-def default_method(model, config, data, val, val_truth, predictor=None):
+def default_method(model, config, data, val, val_truth, predictor=None, default_min_area=None):
     """The baseline run calibrated as ``train`` calibrates it, scored (a results entry);
-    ``predictor(images)`` gives the foreground maps (default: :func:`predict_many`)."""
+    ``predictor(images)`` gives the foreground maps (default: :func:`predict_many`);
+    ``default_min_area``: the training split's :func:`choose_min_area` (read when None)."""
     predictor = predictor or (lambda images: predict_many(model, images))
+    if default_min_area is None:
+        default_min_area = choose_min_area(load_folder(data / "train", channels=config.channels))
     chosen = calibrate_postprocessing(
         predictor(val.images), labels=val_truth, masks=val.masks,
-        default_min_area=choose_min_area(load_folder(data / "train", channels=config.channels)))
+        default_min_area=default_min_area)
     post = {"threshold": chosen["threshold"], "h": chosen["split_h"],
             "min_area": chosen["min_area"]}
     return {"post": post, "val_f1": chosen["score"],

@@ -30,7 +30,7 @@ from common import table, write_result
 from separation import default_method, evaluate_method
 
 from unet.count import label_spores
-from unet.data import load_folder, object_labels
+from unet.data import choose_min_area, load_folder, object_labels
 from unet.predict import predict_many, predict_tiled
 from unet.run import load_run
 
@@ -60,11 +60,13 @@ def measure(data, run_dir, modes):
         raise SystemExit(f"error: {run_dir} flattens its images; this script does not")
     val = load_folder(data / "val", channels=config.channels)
     val_truth = list(object_labels(val))
+    smallest = choose_min_area(load_folder(data / "train", channels=config.channels))
     rows = {}
     for mode in modes:
         calls = []  # validation first, then the test split and the fields
         result = default_method(model, config, data, val, val_truth,
-                                predictor=timed_predictor(model, mode, calls))
+                                predictor=timed_predictor(model, mode, calls),
+                                default_min_area=smallest)
         rows[mode] = {**result, "predict_seconds": sum(calls[1:])}
         print(mode, json.dumps(rows[mode]), flush=True)
     post = {"threshold": config.threshold, "h": config.split_h, "min_area": config.min_area}
