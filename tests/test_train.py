@@ -340,7 +340,7 @@ def test_without_instance_truth_the_calibration_is_skipped_with_one_line(tmp_pat
         ({"steps": "3000"}, "steps`? must be a positive integer, got '3000'"),
         ({"dropout": 1.0}, "dropout`? must be at least 0 and below 1"),
         ({"seed": -1}, "seed`? must be at least 0"),
-        ({"flatten": 2}, "flatten`? must be at least 3"),
+        ({"flatten": 2}, "flatten`? must be at least 3 and no larger than 4096"),
         ({"flatten": "on"}, 'flatten`? must be a whole number, "auto" or null, got \'on\''),
     ],
 )

@@ -280,11 +280,12 @@ class Config:
         check_choice("loss", self.loss, LOSSES)
         for name, (low, high) in LIMITS.items():
             value = getattr(self, name)
-            if value is None or value == "auto" or (value >= low and (high is None or value <= high)):
+            if value is None or value == "auto" or (
+                    value >= low and (high is None or value <= high)):
                 continue
             kind = "a positive integer" if low == 1 else f"at least {low}"
             if high is not None:
-                kind += f" no larger than {high}"
+                kind += f"{'' if low == 1 else ' and'} no larger than {high}"
             raise UsageError(f"`{name}` must be {kind}, got {value!r}.")
         if self.split_h is not None and not self.split_h > 0:
             raise UsageError(f"`split_h` must be positive or null, got {self.split_h!r}.")
