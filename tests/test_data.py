@@ -879,3 +879,19 @@ def test_the_smallest_object_is_chosen_from_the_training_objects():
     merged = D.Samples(["b"], [image], [touching.astype(np.uint8)])
     assert D.choose_min_area(merged) == int(0.1 * touching.sum())
     assert D.choose_min_area(D.Samples(["c"], [image], [np.zeros((200, 200), np.uint8)])) == 16
+
+
+def test_object_widths_are_the_widest_inscribed_disks_whatever_the_length():
+    labels = np.zeros((60, 120), np.int32)
+    labels[10:20, 10:110] = 1   # a rod 100 px long and 10 px wide
+    labels[30:50, 10:30] = 2    # two 20 px squares that touch
+    labels[30:50, 30:50] = 3
+    image = np.full((60, 120, 3), 0.9, np.float32)
+    image[labels > 0] = 0.2     # dark objects: brightfield
+    samples = D.Samples(["a"], [image], [labels > 0], [labels])
+    # each touching square keeps its own width (the union of the two would be 20 x 40)
+    assert sorted(D.object_widths(samples).tolist()) == [10.0, 20.0, 20.0]
+    # the window follows the width, not the rod's 100 px or its equivalent diameter (36 px)
+    assert D.choose_flatten(samples) == int(np.ceil(3 * np.percentile([10, 20, 20], 95)))
+    bright = D.Samples(["b"], [1 - image], [labels > 0], [labels])
+    assert D.choose_flatten(bright) is None

@@ -383,12 +383,13 @@ def test_flatten_auto_takes_its_window_from_the_objects_or_stays_off(tmp_path):
     from unet.image import divide_background
 
     dark = disk_data(tmp_path / "dark", 40, 200)
-    # 3 x the equivalent diameter of the 149-px disks (13.8 px): more than twice their width
-    assert choose_flatten(load_folder(dark / "train")) == 42
+    # the disks of radius 7 are 2 sqrt(50) px wide: the background pixel nearest their
+    # centre is (5, 5) away; three times that is 42.4
+    assert choose_flatten(load_folder(dark / "train")) == 43
     assert choose_flatten(load_folder(disk_data(tmp_path / "bright", 220, 20) / "train")) is None
     result = train(Config(flatten="auto", steps=1, calibrate=False), dark, tmp_path / "run")
-    assert result["config"].flatten == 42
-    assert Config.load(tmp_path / "run" / "config.json").flatten == 42  # what predict reads
+    assert result["config"].flatten == 43
+    assert Config.load(tmp_path / "run" / "config.json").flatten == 43  # what predict reads
     assert Config.from_dict(Config(flatten="auto").to_dict()).flatten == "auto"
     with pytest.raises(ValueError, match='"auto" is chosen when training starts'):
         divide_background(np.ones((8, 8)), "auto")  # an unresolved config at prediction

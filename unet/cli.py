@@ -163,8 +163,8 @@ def _add_train(sub):
                    help="brightfield images with uneven light: divide every image by its "
                         "background, a grey closing of PX pixels (more than the largest "
                         "object, e.g. 61 for spores; auto: 3x the 95th percentile of the "
-                        "training objects' diameters, off where they are not darker than "
-                        "the background), before normalising; predict and evaluate do the "
+                        "training objects' widths, off where they are not darker than the "
+                        "background), before normalising; predict and evaluate do the "
                         "same (default: off)")
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="JSON file of settings (see unet.run.Config); missing keys keep defaults")

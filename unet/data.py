@@ -269,13 +269,15 @@ def choose_crop_size(samples, depth, padding="valid"):
 def choose_flatten(samples):
     """The background window of a data set: what ``Config(flatten="auto")`` becomes.
 
-    Three times the 95th percentile of the objects' equivalent diameters (the
-    statistic :func:`choose_crop_size` uses), so that the grey closing of
-    :func:`unet.image.divide_background` fills every object but the rarest giants:
-    76 px for the other renderer's spores, where 61 and 121 px scored alike
-    (``benchmarks/README.md``). None (no flattening) where the objects are not darker
-    than their background (:func:`objects_are_darker`: fluorescence, dark field) or
-    there are none.
+    Three times the 95th percentile of the objects' widths, the diameter of the
+    largest disk that fits inside each (twice its largest distance to the background).
+    The grey closing of :func:`unet.image.divide_background` fills a dark object when
+    the window is wider than the object, whatever its length, so the width decides:
+    79 px for the other renderer's spores (61, 76 and 121 px scored alike there), 61 px
+    for the E. coli rods (equivalent diameter 39 px; 61 px scored better than 144 px
+    with both training seeds tried, ``benchmarks/README.md``). None (no flattening)
+    where the objects are not darker than their background (:func:`objects_are_darker`:
+    fluorescence, dark field) or there are none.
 
     Parameters
     ----------
@@ -288,9 +290,29 @@ def choose_flatten(samples):
     """
     if not objects_are_darker(samples):
         return None
-    diameters = np.sqrt(4.0 * object_areas(samples) / np.pi)
-    window = int(math.ceil(3 * float(np.percentile(diameters, 95))))
+    window = int(math.ceil(3 * float(np.percentile(object_widths(samples), 95))))
     return min(max(window, 3), 4096)
+
+
+def object_widths(samples):
+    """The widths (pixels) of all objects of loaded samples (:func:`object_labels`): the
+    diameter of the largest disk inside each, twice its largest Euclidean distance to
+    the background."""
+    from scipy import ndimage as ndi
+
+    widths = []
+    for objects in object_labels(samples):
+        objects = np.asarray(objects)
+        ids = np.unique(objects[objects > 0])
+        if ids.size:
+            inside = objects > 0  # touching objects part where their ids meet
+            rows = (objects[1:] != objects[:-1]) & inside[1:] & inside[:-1]
+            cols = (objects[:, 1:] != objects[:, :-1]) & inside[:, 1:] & inside[:, :-1]
+            inside[1:] &= ~rows
+            inside[:, 1:] &= ~cols
+            depth = ndi.distance_transform_edt(inside)
+            widths.append(2 * np.asarray(ndi.maximum(depth, objects, ids), np.float64))
+    return np.concatenate(widths) if widths else np.zeros(0)
 
 
 def object_labels(samples):

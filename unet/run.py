@@ -172,8 +172,8 @@ class Config:
         (``benchmarks/README.md``). Training refuses it where the objects are brighter
         than their background. ``"auto"``: chosen when training starts
         (:func:`unet.data.choose_flatten`: three times the 95th percentile of the
-        training objects' equivalent diameters, or off where they are not darker than
-        their background) and written into ``config.json``. None: off.
+        training objects' widths, or off where they are not darker than their
+        background) and written into ``config.json``. None: off.
 
     Training
     --------
