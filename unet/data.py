@@ -273,7 +273,7 @@ def choose_flatten(samples):
     largest disk that fits inside each (twice its largest distance to the background).
     The grey closing of :func:`unet.image.divide_background` fills a dark object when
     the window is wider than the object, whatever its length, so the width decides:
-    79 px for the other renderer's spores (61, 76 and 121 px scored alike there), 61 px
+    79 px for the other renderer's spores (61, 76 and 79 px trained alike there), 61 px
     for the E. coli rods (equivalent diameter 39 px; 61 px scored better than 144 px
     with both training seeds tried, ``benchmarks/README.md``). None (no flattening)
     where the objects are not darker than their background (:func:`objects_are_darker`:
