@@ -378,7 +378,8 @@ def test_flatten_is_refused_for_objects_brighter_than_their_background(tmp_path)
     assert Config.from_dict({"steps": 10}).flatten is None  # a run saved before: off
 
 
-def test_flatten_auto_takes_its_window_from_the_objects_or_stays_off(tmp_path):
+def test_flatten_auto_takes_its_window_from_the_objects_or_stays_off(tmp_path, monkeypatch):
+    import unet.data
     from unet.data import choose_flatten, load_folder
     from unet.image import divide_background
 
@@ -387,7 +388,16 @@ def test_flatten_auto_takes_its_window_from_the_objects_or_stays_off(tmp_path):
     # centre is (5, 5) away; three times that is 42.4
     assert choose_flatten(load_folder(dark / "train")) == 43
     assert choose_flatten(load_folder(disk_data(tmp_path / "bright", 220, 20) / "train")) is None
+    loaded = []  # (split, flatten) of every folder training reads
+
+    def recording(folder, *args, **kwargs):
+        loaded.append((Path(folder).name, kwargs.get("flatten")))
+        return load_folder(folder, *args, **kwargs)
+
+    monkeypatch.setattr(unet.data, "load_folder", recording)
     result = train(Config(flatten="auto", steps=1, calibrate=False), dark, tmp_path / "run")
+    # read once to choose, then the images training and validation see are flattened
+    assert loaded == [("train", None), ("train", 43), ("val", 43)]
     assert result["config"].flatten == 43
     assert Config.load(tmp_path / "run" / "config.json").flatten == 43  # what predict reads
     assert Config.from_dict(Config(flatten="auto").to_dict()).flatten == "auto"
