@@ -42,3 +42,17 @@ def trained_run(tmp_path_factory):
     result = train(Config(**TINY), SAMPLE, out, precision="fp32", strategy="default", verbose=0)
     keras.backend.clear_session()
     return out, result
+
+
+@pytest.fixture(scope="session")
+def plain_run(tmp_path_factory):
+    """The same run on the images as they are (``flatten`` off, where ``trained_run``
+    has the default background flattening): what export and the strip-by-strip reading
+    of large TIFFs need."""
+    from unet.train import Config, train
+
+    out = tmp_path_factory.mktemp("run") / "plain"
+    result = train(Config(**TINY, flatten=None), SAMPLE, out, precision="fp32",
+                   strategy="default", verbose=0)
+    keras.backend.clear_session()
+    return out, result

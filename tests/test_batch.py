@@ -17,8 +17,8 @@ from unet.run import load_run
 
 
 @pytest.fixture(scope="module")
-def model(trained_run):
-    return load_run(trained_run[0])[0]
+def model(plain_run):
+    return load_run(plain_run[0])[0]  # unflattened: these tests give it images as they are
 
 
 def rows(path):

@@ -165,13 +165,14 @@ def test_train_flags_reach_the_config(monkeypatch, capsys, tmp_path, sample_dir)
                                "--steps", "7"], "stopped here by the test")
     config = seen["config"]
     assert (config.foreground_fraction, config.crop_size, config.steps) == (0.25, 60, 7)
-    for flag, value in (("61", 61), ("auto", "auto")):
+    assert config.flatten == "auto"  # the default
+    for flag, value in (("61", 61), ("auto", "auto"), ("off", None)):
         assert_user_error(capsys, ["train", "--data", sample_dir, "--out", tmp_path / "r",
                                    "--flatten", flag], "stopped here by the test")
         assert seen["config"].flatten == value
     with pytest.raises(SystemExit, match="2"):  # argparse's own exit
         main(["train", "--data", str(sample_dir), "--out", str(tmp_path / "r"), "--flatten", "on"])
-    assert "--flatten: expected a window in pixels or auto" in capsys.readouterr().err
+    assert "--flatten: expected a window in pixels, auto or off" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ the error boundary

@@ -156,8 +156,9 @@ def test_a_short_run_learns_and_writes_its_files(trained_run):
     assert (out / "logs").is_dir() and not (out / "backup").exists()
     saved = Config.load(out / "config.json")
     assert saved.crop_size == 100  # chosen from the data: the largest crop
-    chosen = {k: getattr(saved, k) for k in ("crop_size", "threshold", "split_h", "min_area",
-                                              "calibration")}
+    assert isinstance(saved.flatten, int)  # "auto" (the default): the window it chose
+    chosen = {k: getattr(saved, k) for k in ("crop_size", "flatten", "threshold", "split_h",
+                                              "min_area", "calibration")}
     assert saved == Config(**TINY, **chosen) and result["config"] == saved
     assert saved.calibration["objective"].startswith("object F1")  # the sample has labels/
     assert 0 <= saved.calibration["default_score"] <= saved.calibration["score"] <= 1
@@ -178,10 +179,11 @@ def test_the_checkpoint_is_the_best_epoch_and_validation_means_what_evaluate_say
     from unet.evaluate import evaluate
 
     out, result = trained_run
-    model, _ = load_run(out)
-    # validation ran on whole images at their own size, at the threshold of training
+    model, config = load_run(out)
+    # validation ran on whole images at their own size, at the threshold of training,
+    # flattened by the run's background window
     scores = evaluate(model, sample_dir / "val", threshold=TINY.get("threshold", 0.5),
-                      count=False)
+                      count=False, flatten=config.flatten)
     assert scores["dice"] == pytest.approx(result["history"]["val_dice"].max(), abs=1e-6)
 
 
@@ -371,11 +373,21 @@ def test_flatten_is_refused_for_objects_brighter_than_their_background(tmp_path)
     """Dividing out a brightfield background of fluorescence images would erase the
     objects: refused before anything is written."""
     disk_data(tmp_path / "data", 220, 20)
-    with pytest.raises(ValueError, match="brighter than their background.*without `flatten`"):
+    with pytest.raises(ValueError, match="brighter than their background.*leave `flatten` at .auto., which switches it off"):
         train(Config(flatten=21, steps=1), tmp_path / "data", tmp_path / "run")
     assert not (tmp_path / "run").exists()
     assert Config.from_dict(Config(flatten=61).to_dict()).flatten == 61
-    assert Config.from_dict({"steps": 10}).flatten is None  # a run saved before: off
+    # a hand-written file gets the default; a run's config.json without `flatten` was
+    # saved before it existed, when nothing was flattened: off
+    assert Config().flatten == "auto" == Config.from_dict({"steps": 10}).flatten
+    old = Config(flatten=None).to_dict()
+    del old["flatten"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert Config.load(tmp_path / "old.json").flatten == "auto"
+    assert Config.load(tmp_path / "old.json", run=True).flatten is None
+    (tmp_path / "new.json").write_text(json.dumps({**old, "flatten": 61}))
+    assert Config.load(tmp_path / "new.json", run=True).flatten == 61
+    assert load_run("spores")[1].flatten is None  # the shipped model's, saved before it
 
 
 def test_flatten_auto_takes_its_window_from_the_objects_or_stays_off(tmp_path, monkeypatch):

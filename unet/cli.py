@@ -159,13 +159,13 @@ def _add_train(sub):
     p.add_argument("--foreground-fraction", type=float, metavar="F",
                    help="share of the training windows of large images placed over an object "
                         "(default 0.66; 0 = anywhere)")
-    p.add_argument("--flatten", type=_window, metavar="PX|auto",
-                   help="brightfield images with uneven light: divide every image by its "
-                        "background, a grey closing of PX pixels (more than the largest "
-                        "object, e.g. 61 for spores; auto: 3x the 95th percentile of the "
-                        "training objects' widths, off where they are not darker than the "
-                        "background), before normalising; predict and evaluate do the "
-                        "same (default: off)")
+    p.add_argument("--flatten", type=_window, metavar="PX|auto|off",
+                   help="divide every image by its brightfield background, a grey closing "
+                        "of PX pixels (more than the largest object), before normalising; "
+                        "predict and evaluate do the same. auto (default): 3x the 95th "
+                        "percentile of the training objects' widths, off where they are not "
+                        "darker than their background (fluorescence). off: never (what a run "
+                        "needs to be exported for bioimage.io)")
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="JSON file of settings (see unet.run.Config); missing keys keep defaults")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -192,6 +192,8 @@ def _train(args):
                                    ("foreground_fraction", args.foreground_fraction),
                                    ("flatten", args.flatten))
                  if v is not None}
+    if overrides.get("flatten") == "off":
+        overrides["flatten"] = None
     if overrides:
         config = Config.from_dict({**config.to_dict(), **overrides})
     result = train(
@@ -379,13 +381,13 @@ _MIN_AREA = 16
 
 
 def _window(text):
-    if text == "auto":
+    if text in ("auto", "off"):
         return text
     try:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected a window in pixels or auto, e.g. 61; got {text!r}") from None
+            f"expected a window in pixels, auto or off, e.g. 61; got {text!r}") from None
 
 
 def _channel_list(text):

@@ -24,7 +24,7 @@ from . import augment as augment_ops
 from ._tf import quiet_retracing
 from .augment import Augmentation
 from .errors import UsageError
-from .image import prepare_image
+from .image import BACKGROUND_WINDOWS, prepare_image
 from .io import JPEG_EXTENSIONS, find_pairs, listing, read_image, read_labels, read_mask
 
 
@@ -291,7 +291,8 @@ def choose_flatten(samples):
     if not objects_are_darker(samples):
         return None
     window = int(math.ceil(3 * float(np.percentile(object_widths(samples), 95))))
-    return min(max(window, 3), 4096)
+    low, high = BACKGROUND_WINDOWS
+    return min(max(window, low), high)
 
 
 def object_widths(samples):

@@ -352,7 +352,8 @@ def export_model(run, out_dir, formats=FORMATS, pixel_size=None, name=None, serv
         raise UsageError(
             f"{path} was trained on images with their background divided out (`flatten` "
             f"{config.flatten}), which bioimage.io's pre-processing cannot express: other "
-            "tools would give it images that were not. Export a run trained without it.")
+            "tools would give it images that were not. Export a run trained without it "
+            "(`train --flatten off`).")
     if "onnx" in formats:
         import importlib.util
 

@@ -14,6 +14,10 @@ from .errors import UsageError
 #: ITU-R BT.601 luma weights of R, G and B: what Pillow's ``convert("L")`` uses.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
+#: The smallest and largest window of :func:`estimate_background` (pixels), both
+#: included: what ``Config.flatten`` accepts and :func:`unet.data.choose_flatten` chooses.
+BACKGROUND_WINDOWS = (3, 4096)
+
 
 def luminance(image):
     """Gray values of an RGB(A) image: ``0.299 R + 0.587 G + 0.114 B`` (alpha ignored).
@@ -244,8 +248,8 @@ def estimate_background(image, size=BACKGROUND_SIZE, dark=True):
     """
     gray = to_gray(image)
     size = int(size)
-    if size < 3:
-        raise UsageError(f"size must be at least 3 pixels, got {size!r}.")
+    if size < BACKGROUND_WINDOWS[0]:
+        raise UsageError(f"size must be at least {BACKGROUND_WINDOWS[0]} pixels, got {size!r}.")
     from scipy import ndimage as ndi
 
     sigma = size / 4

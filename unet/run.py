@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UsageError, check_choice
+from .image import BACKGROUND_WINDOWS
 from .io import LOCK_NAME, write_text
 from .sizes import PADDINGS, SKIPS, input_size_for_output, output_size
 
@@ -55,6 +56,12 @@ def _upgrade_1_to_2(values):
 #: Upgrades of a config dict from version ``v`` to ``v + 1``: ``{v: function}``.
 _UPGRADES = {1: _upgrade_1_to_2}
 
+#: Settings whose default changed, with the value a run saved before they existed had:
+#: a run's ``config.json`` holds every setting of its day, so one it lacks predates the
+#: setting (``Config.load(path, run=True)``). A hand-written config file that leaves a
+#: setting out gets today's default.
+_BEFORE_ADDED = {"flatten": None}
+
 #: Bounds of the numeric settings: ``name: (lowest, highest)``, both included (None: open).
 #: The upper bounds stop a typo from hanging or exhausting the machine before any work
 #: starts (depth 24 made the tile search scan ~10^8 sizes; depth 12 runs out of memory).
@@ -64,7 +71,7 @@ LIMITS = {
     "filters": (1, 512),
     "depth": (1, 6),
     "crop_size": (1, 4096),
-    "flatten": (3, 4096),
+    "flatten": BACKGROUND_WINDOWS,
     "steps": (1, 10_000_000),
     "steps_per_epoch": (1, 1_000_000),
     "batch_size": (1, 1024),
@@ -161,19 +168,24 @@ class Config:
         window are unaffected. nnU-Net oversamples a third, StarDist 0.9; on real E. coli
         frames (cells under 1 % of a frame) 0 found no cell, 0.33 and 0.66 test Dice 0.39
         and 0.43 (``benchmarks/README.md``).
-    flatten : int or None
+    flatten : int, "auto" or None
         For brightfield images with uneven light: divide every image (training,
         validation, prediction) by its background, a grey closing of this many pixels
         (more than the largest object) of its luminance, smoothed, before the
         normalisation (:func:`unet.image.divide_background`). A training crop is
-        normalised on its own, so its light is even; a whole image's is not. On the
-        other renderer's spores 61 px raised ten fields' Dice from 0.869 to 0.893 and
-        object F1 from 0.837 to 0.869 with the crops' scores unchanged
-        (``benchmarks/README.md``). Training refuses it where the objects are brighter
-        than their background. ``"auto"``: chosen when training starts
-        (:func:`unet.data.choose_flatten`: three times the 95th percentile of the
-        training objects' widths, or off where they are not darker than their
-        background) and written into ``config.json``. None: off.
+        normalised on its own, so its light is even; a whole image's is not. ``"auto"``
+        (default): chosen when training starts (:func:`unet.data.choose_flatten`: three
+        times the 95th percentile of the training objects' widths, or off where they are
+        not darker than their background: fluorescence, dark field) and written into
+        ``config.json``. On every data set measured it helped or changed nothing beyond
+        the spread of two training seeds: the other renderer's ten fields scored Dice
+        0.897 / 0.893 and object F1 0.875 / 0.861 (seeds 0 / 1), against 0.869 / 0.852
+        and 0.837 / 0.824 unflattened, the test crops alike; E. coli phase contrast
+        (61 px) 0.687 / 0.434 against 0.642 / 0.324 (``benchmarks/README.md``). An
+        explicit window is refused where the objects are brighter than their background.
+        None: off, which a run must be to be exported for bioimage.io (whose
+        pre-processing cannot divide out a background) and which lets ``predict`` read
+        large TIFFs strip by strip.
 
     Training
     --------
@@ -239,7 +251,7 @@ class Config:
     dropout: float = 0.0
     crop_size: int | None = None
     foreground_fraction: float = 0.66
-    flatten: int | str | None = None
+    flatten: int | str | None = "auto"
     # training
     steps: int = 3000
     steps_per_epoch: int = 100
@@ -369,8 +381,13 @@ class Config:
         write_text(path, json.dumps(values, indent=2) + "\n")
 
     @classmethod
-    def load(cls, path):
-        """Read a config written by :meth:`save` (or by hand)."""
+    def load(cls, path, run=False):
+        """Read a config written by :meth:`save` (or by hand).
+
+        ``run=True``: the ``config.json`` of a run folder, written by training with every
+        setting of its day; a setting it lacks predates that run and takes the value
+        the run was trained with (``flatten``: off), not today's default.
+        """
         path = Path(path)
         try:
             values = json.loads(path.read_text())
@@ -380,6 +397,8 @@ class Config:
             raise UsageError(f"Config file {path} is not valid JSON ({error}).") from None
         if not isinstance(values, dict):
             raise UsageError(f"Config file {path} must hold a JSON object of settings.")
+        if run:
+            values = {**_BEFORE_ADDED, **values}
         return cls.from_dict(values)
 
     def quick(self):
@@ -482,7 +501,7 @@ def prepare_run_dir(out_dir, config, overwrite):
                 elif target.exists():
                     target.unlink()
         elif backup.is_dir():
-            if saved.exists() and Config.load(saved) != config:
+            if saved.exists() and Config.load(saved, run=True) != config:
                 raise UsageError(
                     f"{out_dir} holds an unfinished run with a different config; resume it "
                     "with the same settings, or pass `overwrite=True` to start again."
@@ -515,7 +534,7 @@ def _saved_config(out_dir):
     a ``config.json``; files of other names are never removed.
     """
     try:
-        return Config.load(out_dir / "config.json")
+        return Config.load(out_dir / "config.json", run=True)
     except (UsageError, OSError):
         return None
 
@@ -639,7 +658,7 @@ def load_run(path):
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UsageError(f"Cannot load the model {model_path}: {first}") from None
     config_path = model_path.parent / "config.json"
-    config = Config.load(config_path) if config_path.exists() else None
+    config = Config.load(config_path, run=True) if config_path.exists() else None
     if config is not None:
         attach_architecture(model, config.architecture())
     return model, config

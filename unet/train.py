@@ -260,7 +260,7 @@ def _same_run(saved, config):
 
 def _saved(out_dir):
     try:
-        return Config.load(Path(out_dir) / "config.json")
+        return Config.load(Path(out_dir) / "config.json", run=True)
     except (UsageError, OSError):
         return None
 
@@ -424,7 +424,8 @@ def train(
         raise UsageError(
             "`flatten` divides out a brightfield background, which the objects are darker "
             "than; the training objects are brighter than their background (fluorescence "
-            "or dark field?): train without `flatten`.")
+            "or dark field?): leave `flatten` at \"auto\", which switches it off here, or "
+            "set it off.")
     val_set = data.load_folder(data_dir / "val", channels=config.channels,
                                limit=config.val_limit, flatten=config.flatten)
     if config.crop_size is None:
