@@ -1,10 +1,14 @@
 """Make the shipped spore model, unet/models/spores/: data, training, scores, model card.
 
-One command (``make model``) runs, with the package's defaults and nothing else:
+One command (``make model``) runs, with the package's defaults except ``--flatten off``
+(the shipped model is meant for anyone's images, exported for bioimage.io, whose
+pre-processing cannot divide out a background, and given images as they are; a
+background window chosen from this data's spore widths would be wrong for spores
+imaged at another scale):
 
 1. ``python -m unet generate-data DATA --seed SEED`` (skipped when DATA/.complete exists
    from the same seed: ``make data`` writes the same files);
-2. ``python -m unet train --data DATA --out RUN`` (the default ``Config``);
+2. ``python -m unet train --data DATA --out RUN --flatten off``;
 3. ``python -m unet evaluate --model RUN --data DATA/test --json`` and the same on
    DATA/fields (the dish fields, counted);
 4. writes ``unet/models/spores/``: ``model.keras`` saved *without* its compile config
@@ -145,7 +149,7 @@ def main(argv=None):
     else:
         run(gen)
         stamp.write_text(f"{args.seed}\n")
-    train = [*py, "train", "--data", data, "--out", run_dir, "--overwrite"]
+    train = [*py, "train", "--data", data, "--out", run_dir, "--flatten", "off", "--overwrite"]
     if args.quick:
         train.append("--quick")
     commands.append(train)
@@ -197,8 +201,9 @@ def main(argv=None):
         status=("**quick smoke-test model, not for use**" if args.quick else
                 "**provisional**: trained with the defaults of this version but stopped "
                 "early; to be retrained with `make model`." if unfinished else
-                "trained to the end with the defaults of this version; `make model` makes "
-                "it again when the training defaults change."),
+                "trained to the end with the defaults of this version but `flatten` (off: "
+                "images are given as they are, and the model exports for bioimage.io); "
+                "`make model` makes it again when the training defaults change."),
         sizes=f"{smallest} + {step}·n (n = 0, 1, 2, …)", context2=context2,
         context=context2 // 2, threshold=config.threshold, depth=config.depth,
         filters=config.filters, channels=config.channels,
