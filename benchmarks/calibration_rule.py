@@ -31,7 +31,8 @@ def grids(run, data):
     model, config = load_run(run)
     splits = {}
     for split in ("val", "test"):
-        samples = load_folder(Path(data) / split, channels=config.channels)
+        samples = load_folder(Path(data) / split, channels=config.channels,
+                              flatten=config.flatten)
         splits[split] = (predict_many(model, samples.images), list(object_labels(samples)))
     axes = (C.THRESHOLDS, *C.calibration_grid(splits["val"][1]))
     scored = {split: (C._grid_by_objects(probs, truth, *axes),

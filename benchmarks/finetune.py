@@ -3,12 +3,13 @@
 The data are spores the shipped model never saw: another style of the generator
 (`OTHER_STYLE`: pale, larger, more blurred spores on a darker, noisier dish), a small
 training set as a lab would annotate. Both runs use the same Config (the defaults,
-shortened), seed and data; one starts from random weights, the other from the shipped
+shortened; ``--flatten off`` by default, like the shipped model, ``--flatten auto`` as
+``train --init spores`` now trains), seed and data; one starts from random weights, the other from the shipped
 model. Prints the validation Dice after every epoch of each, and how many optimiser
 steps each needed to reach the target Dice.
 
 Usage: python benchmarks/finetune.py [--init spores] [--train 200] [--epochs 4]
-       [--target 0.9]
+       [--target 0.9] [--flatten off|auto]
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=4, help="epochs of each run (4)")
     p.add_argument("--target", type=float, default=0.9, help="validation Dice to reach (0.9)")
     p.add_argument("--seed", type=int, default=11, help="data seed (11)")
+    p.add_argument("--flatten", choices=("off", "auto"), default="off",
+                   help="the runs' background flattening (off, as the shipped model was "
+                        "trained; auto: the training default)")
     args = p.parse_args(argv)
 
     import unet  # noqa: F401
@@ -54,7 +58,8 @@ def main(argv=None):
     generate_dataset(root / "data", train=args.train, val=args.val, test=0, fields=0,
                      seed=args.seed, style=SporeStyle(**OTHER_STYLE))
     fields = {f.name for f in dataclasses.fields(Config)}
-    config = Config()
+    flatten = None if args.flatten == "off" else args.flatten
+    config = Config(**({"flatten": flatten} if "flatten" in fields else {}))
     steps_per_epoch = math.ceil(args.train / config.batch_size)
     if "steps" in fields:  # schema 2: steps over an endless stream
         config = dataclasses.replace(config, steps=args.epochs * steps_per_epoch,
@@ -68,7 +73,8 @@ def main(argv=None):
                        init=init, verbose=0)
         results[label] = result
     print(f"data: {args.train} training / {args.val} validation crops of another spore style "
-          f"(seed {args.seed}: {OTHER_STYLE}); {steps_per_epoch} steps per epoch")
+          f"(seed {args.seed}: {OTHER_STYLE}); {steps_per_epoch} steps per epoch; flatten "
+          f"{args.flatten} ({getattr(result['config'], 'flatten', None)})")
     for label, result in results.items():
         dice = result["history"].get("val_dice", [])
         need = steps_to(result["history"], args.target, steps_per_epoch)

@@ -49,7 +49,8 @@ def main(argv=None):
         for split in ("val", "test", "fields"):
             if not (data / split).is_dir():
                 continue
-            samples = load_folder(data / split, channels=config.channels)
+            samples = load_folder(data / split, channels=config.channels,
+                                  flatten=config.flatten)
             probs, truth = predict_many(model, samples.images), list(object_labels(samples))
             chosen = [MIN_AREA, *(min_area_for_areas(areas, f) for f in fractions)]
             # pooled object F1 at IoU 0.5 and mean count error, as the calibration scores

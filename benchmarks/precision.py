@@ -56,8 +56,9 @@ def main(argv=None):
                 out = Path(tmp) / f"{precision}-{repeat}"
                 trained = train(config, args.data, out, precision=precision,
                                 strategy="default", verbose=0)
-                model, _ = load_run(out)
-                scores = evaluate(model, Path(args.data) / "test", threshold=config.threshold)
+                model, run_config = load_run(out)
+                scores = evaluate(model, Path(args.data) / "test", threshold=config.threshold,
+                                  flatten=run_config.flatten)
                 run = {"precision": precision, "policy": trained["precision"],
                        "epochs": trained["epochs"],
                        # the median epoch (100 steps + validation): the first also compiles

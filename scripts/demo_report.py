@@ -56,7 +56,7 @@ def strip_figure(model, config, data_dir, test):
     images, truths, probs, names = [], [], [], []
     for row in chosen:
         path = next((data_dir / "test" / "images").glob(f"{row['image']}.*"))
-        image = load_image(path, config.channels)
+        image = load_image(path, config.channels, flatten=config.flatten)
         images.append(read_image(path))
         truths.append(read_mask(next((data_dir / "test" / "masks").glob(f"{row['image']}.*"))))
         probs.append(predict_tiled(model, image))
@@ -69,7 +69,7 @@ def field_figure(model, config, data_dir, field_name):
     """The demo field with every counted spore outlined, beside its true count."""
     folder = data_dir / "fields"
     path = next((folder / "images").glob(f"{field_name}.*"))
-    probability = predict_tiled(model, load_image(path, config.channels))
+    probability = predict_tiled(model, load_image(path, config.channels, flatten=config.flatten))
     spores = count_spores(probability, config.threshold, min_area=config.min_area,
                           h=config.split_h)
     true_count = read_counts(folder).get(field_name)

@@ -56,7 +56,8 @@ def test_predictions(worst=3, typical=3):
 
     model, config = _model()
     threshold = config.threshold if config else 0.5
-    items = list(iter_predictions(model, _folder("test")))
+    flatten = config.flatten if config else None
+    items = list(iter_predictions(model, _folder("test"), flatten=flatten))
     dice = np.array([segmentation_scores(i.truth, i.prob > threshold)["dice"] for i in items])
     order = np.argsort(dice, kind="stable")
     middle = len(order) // 2 - typical // 2
@@ -78,7 +79,8 @@ def field_counts(index=0):
     model, config = _model()
     folder = _folder("fields")
     path = sorted((folder / "images").glob("*.png"))[index]
-    prob = predict_tiled(model, load_image(path, model.input_shape[-1]))
+    prob = predict_tiled(model, load_image(path, model.input_shape[-1],
+                                           flatten=config.flatten if config else None))
     spores = count_spores(prob, config.threshold if config else 0.5)
     true = read_counts(folder).get(path.stem)
     return plot.counted_field(read_image(path), spores.labels, true_count=true,
