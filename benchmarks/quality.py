@@ -11,7 +11,9 @@ test crops (pooled Dice over all pixels at the original size) and on the dish fi
 (pooled Dice, and the count error: mean over fields of |predicted - true| / true):
 
 * ``default``: the default spore model, ``unet.train.Config()`` (valid padding, crops
-  mirror-padded to its 188 tile (depth 3), never resized; the package's augmentation).
+  mirror-padded to its 188 tile (depth 3), never resized; the package's augmentation),
+  trained by this script's own loop on the images as they are (no background flattening,
+  which ``other_renderer.py`` and ``foreign.py`` measure).
 * ``paper``: the 31M-parameter model of the paper (``unet_model`` defaults: 64
   filters, depth 4, valid padding, the paper's cropped skips) adapted to 1 class and
   trained like the default one on 284 tiles covering the crops.
