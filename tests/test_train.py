@@ -373,12 +373,16 @@ def test_flatten_is_refused_for_objects_brighter_than_their_background(tmp_path)
     """Dividing out a brightfield background of fluorescence images would erase the
     objects: refused before anything is written."""
     disk_data(tmp_path / "data", 220, 20)
-    with pytest.raises(ValueError, match="brighter than their background.*leave `flatten` at .auto., which switches it off"):
+    with pytest.raises(ValueError, match="brighter than their background.*leave `flatten` "
+                                         "at .auto., which switches it off"):
         train(Config(flatten=21, steps=1), tmp_path / "data", tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_saved_before_flatten_existed_reads_as_unflattened(tmp_path):
+    """A hand-written file gets the default; a run's config.json without `flatten` was
+    saved before it existed, when nothing was flattened: off."""
     assert Config.from_dict(Config(flatten=61).to_dict()).flatten == 61
-    # a hand-written file gets the default; a run's config.json without `flatten` was
-    # saved before it existed, when nothing was flattened: off
     assert Config().flatten == "auto" == Config.from_dict({"steps": 10}).flatten
     old = Config(flatten=None).to_dict()
     del old["flatten"]
