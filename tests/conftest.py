@@ -33,15 +33,21 @@ def sample_dir():
     return SAMPLE
 
 
+def _tiny_run(tmp_path_factory, name, **changes):
+    """A short training run of ``TINY`` (with ``changes``) on the sample: (folder, result)."""
+    from unet.train import Config, train
+
+    out = tmp_path_factory.mktemp("run") / name
+    result = train(Config(**TINY, **changes), SAMPLE, out, precision="fp32",
+                   strategy="default", verbose=0)
+    keras.backend.clear_session()
+    return out, result
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """One short training run on the sample, shared by the tests that need a model."""
-    from unet.train import Config, train
-
-    out = tmp_path_factory.mktemp("run") / "tiny"
-    result = train(Config(**TINY), SAMPLE, out, precision="fp32", strategy="default", verbose=0)
-    keras.backend.clear_session()
-    return out, result
+    return _tiny_run(tmp_path_factory, "tiny")
 
 
 @pytest.fixture(scope="session")
@@ -49,10 +55,4 @@ def plain_run(tmp_path_factory):
     """The same run on the images as they are (``flatten`` off, where ``trained_run``
     has the default background flattening): what export and the strip-by-strip reading
     of large TIFFs need."""
-    from unet.train import Config, train
-
-    out = tmp_path_factory.mktemp("run") / "plain"
-    result = train(Config(**TINY, flatten=None), SAMPLE, out, precision="fp32",
-                   strategy="default", verbose=0)
-    keras.backend.clear_session()
-    return out, result
+    return _tiny_run(tmp_path_factory, "plain", flatten=None)

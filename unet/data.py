@@ -304,9 +304,9 @@ def object_widths(samples):
     widths = []
     for objects in object_labels(samples):
         objects = np.asarray(objects)
-        ids = np.unique(objects[objects > 0])
-        if ids.size:
-            inside = objects > 0  # touching objects part where their ids meet
+        inside = objects > 0
+        ids = np.unique(objects[inside])
+        if ids.size:  # touching objects part where their ids meet
             rows = (objects[1:] != objects[:-1]) & inside[1:] & inside[:-1]
             cols = (objects[:, 1:] != objects[:, :-1]) & inside[:, 1:] & inside[:, :-1]
             inside[1:] &= ~rows
