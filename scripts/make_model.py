@@ -79,10 +79,10 @@ python -m unet predict --model runs/mine my_images/ --out results/
 `--config` must stay the same: depth {depth}, {filters} filters, {channels} channels).
 `benchmarks/finetune.py` measures the benefit on spore images of another style of the
 generator, which this model never saw: with 120 training crops, the default config (then
-without flattening) and the same seed, starting from this model reached validation Dice 0.951 after 15 steps and 0.973
-after 90; from random weights 0.643 after 15 and 0.816 after 90, never 0.9
-(`benchmarks/README.md`). With today's default background flattening (`flatten`
-auto), the same: 0.948 after 15 steps, 0.971 after 90.
+without flattening) and the same seed, starting from this model reached validation Dice
+0.951 after 15 steps and 0.973 after 90; from random weights 0.643 after 15 and 0.816
+after 90, never 0.9 (`benchmarks/README.md`). With today's default background flattening
+(`flatten` auto), the same: 0.948 after 15 steps, 0.971 after 90.
 
 ## How it was made
 
