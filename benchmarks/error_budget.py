@@ -88,7 +88,7 @@ def render(work, seed, n):
 def outline_errors(model, config, folder):
     """Distances of the wrong pixels to the true outline, and the Dice without the near ones."""
     tp, missed, extra = 0, [], []
-    for item in iter_predictions(model, folder, flatten=config.flatten):
+    for item in iter_predictions(model, folder):  # prepared as the run was (load_run)
         truth = np.asarray(item.truth) > 0
         pred = item.prob > config.threshold
         tp += int(np.sum(truth & pred))
@@ -130,7 +130,7 @@ def main(argv=None):
     causes = {}
     for name, folder in folders.items():
         result = evaluate(model, folder, threshold=config.threshold, min_area=config.min_area,
-                          split_h=config.split_h, flatten=config.flatten)
+                          split_h=config.split_h)
         causes[name] = {k: result[k] for k in SCORES}
         print(name, json.dumps(causes[name]), flush=True)
     print(table([[name, VARIANTS[name][0], *(f"{causes[name][k]:.3f}" for k in SCORES[:-1]),

@@ -190,7 +190,7 @@ def score_unet(run_dir, folder):
 
     model, config = load_run(run_dir)
     result = evaluate(model, folder, threshold=config.threshold, min_area=config.min_area,
-                      split_h=config.split_h, flatten=config.flatten)
+                      split_h=config.split_h)  # the run's background window: load_run's
     return {k: result.get(k) for k in (*SCORES, "object_truth", "images")}
 
 

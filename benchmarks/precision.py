@@ -56,9 +56,8 @@ def main(argv=None):
                 out = Path(tmp) / f"{precision}-{repeat}"
                 trained = train(config, args.data, out, precision=precision,
                                 strategy="default", verbose=0)
-                model, run_config = load_run(out)
-                scores = evaluate(model, Path(args.data) / "test", threshold=config.threshold,
-                                  flatten=run_config.flatten)
+                model, _ = load_run(out)  # it carries the run's background window
+                scores = evaluate(model, Path(args.data) / "test", threshold=config.threshold)
                 run = {"precision": precision, "policy": trained["precision"],
                        "epochs": trained["epochs"],
                        # the median epoch (100 steps + validation): the first also compiles

@@ -56,8 +56,7 @@ def test_predictions(worst=3, typical=3):
 
     model, config = _model()
     threshold = config.threshold if config else 0.5
-    flatten = config.flatten if config else None
-    items = list(iter_predictions(model, _folder("test"), flatten=flatten))
+    items = list(iter_predictions(model, _folder("test")))  # with the run's window (load_run)
     dice = np.array([segmentation_scores(i.truth, i.prob > threshold)["dice"] for i in items])
     order = np.argsort(dice, kind="stable")
     middle = len(order) // 2 - typical // 2

@@ -69,6 +69,23 @@ def test_predict_divides_out_the_background_of_a_run_trained_so(tmp_path, model,
     assert not np.allclose(prob, predict_tiled(model, prepare_image(raw, 3)), atol=1e-3)
 
 
+def test_predict_divides_out_the_window_of_the_run_the_model_was_loaded_from(
+        tmp_path, trained_run, sample_dir):
+    from unet.image import prepare_image
+    from unet.predict import predict_tiled
+
+    flat, config = load_run(trained_run[0])  # trained with the default: flattened
+    image = sorted((sample_dir / "test" / "images").glob("*.png"))[0]
+    predict_images(flat, [image], tmp_path / "out", probability=True)
+    prob = tifffile.imread(tmp_path / "out" / f"{image.stem}_prob.tif")
+    raw = np.asarray(Image.open(image))
+    expected = predict_tiled(flat, prepare_image(raw, 3, flatten=config.flatten))
+    np.testing.assert_allclose(prob, expected, atol=1e-6)
+    predict_images(flat, [image], tmp_path / "plain", probability=True, flatten=None)
+    plain = tifffile.imread(tmp_path / "plain" / f"{image.stem}_prob.tif")
+    np.testing.assert_allclose(plain, predict_tiled(flat, prepare_image(raw, 3)), atol=1e-6)
+
+
 def test_exclude_border_units_and_area_limits(tmp_path, model, sample_dir):
     images = sorted((sample_dir / "test" / "images").glob("*.png"))
     everything = predict_images(model, images, tmp_path / "all")

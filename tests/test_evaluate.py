@@ -72,8 +72,9 @@ def test_a_model_is_scored_on_its_own_tiled_full_size_predictions(trained_run, s
 
     run, _ = trained_run
     model, config = load_run(run)
+    assert config.flatten  # the default chose a background window for the sample
     folder = sample_dir / "test"
-    items = list(iter_predictions(model, folder))
+    items = list(iter_predictions(model, folder))  # prepared as the run was trained
     pairs = find_pairs(folder)
     assert [item.name for item in items] == [p.name for p in pairs]
     totals = np.zeros(4, np.int64)
@@ -81,8 +82,8 @@ def test_a_model_is_scored_on_its_own_tiled_full_size_predictions(trained_run, s
         truth = read_mask(pair.mask) > 0
         np.testing.assert_array_equal(item.truth, truth)
         assert item.image.shape == (*truth.shape, 3) and item.labels.shape == truth.shape
-        # the same prediction as normalising and tiling the file by hand
-        prob = predict_tiled(model, load_image(pair.image, config.channels))
+        # the same prediction as flattening, normalising and tiling the file by hand
+        prob = predict_tiled(model, load_image(pair.image, config.channels, flatten=config.flatten))
         np.testing.assert_array_equal(item.prob, prob)
         totals += np.asarray(confusion_counts(truth, prob > config.threshold))
     result = evaluate(model, folder, threshold=config.threshold)
@@ -91,12 +92,31 @@ def test_a_model_is_scored_on_its_own_tiled_full_size_predictions(trained_run, s
     for key in ("dice", "iou", "precision", "recall"):
         assert result[key] == pytest.approx(expected[key])
     assert len(list(iter_predictions(model, folder, limit=2))) == 2
-    # a run trained with `flatten` is evaluated on images flattened the same way
-    flat = list(iter_predictions(model, folder, limit=2, flatten=31))
-    for item, pair in zip(flat, pairs):
-        expected = load_image(pair.image, config.channels, flatten=31)
-        np.testing.assert_array_equal(item.image, expected)
-        np.testing.assert_array_equal(item.prob, predict_tiled(model, expected))
+    # a window given by hand wins over the run's; None: the images as they are
+    for flatten in (31, None):
+        for item, pair in zip(iter_predictions(model, folder, limit=2, flatten=flatten), pairs):
+            expected = load_image(pair.image, config.channels, flatten=flatten)
+            np.testing.assert_array_equal(item.image, expected)
+            np.testing.assert_array_equal(item.prob, predict_tiled(model, expected))
+
+
+def test_a_model_loaded_without_its_run_is_given_the_images_as_they_are(trained_run, sample_dir):
+    import keras
+
+    from unet.data import load_image
+
+    run, _ = trained_run
+    model, config = load_run(run)
+    bare = keras.models.load_model(run / "model.keras")  # no config.json read: no window known
+    folder = sample_dir / "test"
+    pair = find_pairs(folder)[0]
+    (item,) = iter_predictions(bare, folder, limit=1)
+    np.testing.assert_array_equal(item.image, load_image(pair.image, config.channels))
+    (flat,) = iter_predictions(model, folder, limit=1)
+    assert not np.allclose(flat.image, item.image)
+    scores = evaluate(bare, folder, count=False)
+    assert scores == evaluate(model, folder, count=False, flatten=None)
+    assert scores != evaluate(model, folder, count=False)
 
 
 def test_counts_come_from_counts_csv_or_labels(tmp_path, sample_dir):

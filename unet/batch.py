@@ -55,7 +55,7 @@ from .io import (IMAGE_EXTENSIONS, PngRows, RawRows, TiffRows, atomic_path,
                  available_memory, check_finite, check_memory, collect_images, folder_lock,
                  image_header, list_images, remove_temporaries, save_png, scratch_path,
                  write_csv)
-from .model import model_geometry
+from .model import FLATTEN_FROM_MODEL, model_flatten, model_geometry
 from .outputs import (Reported, check_areas, report_spores, spore_columns, spore_outline,
                       table_rows, write_labels_tiff, write_outline_rois, write_probability_tiff,
                       write_rois)
@@ -233,7 +233,7 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
                    overwrite=False, progress=False, *, split_h=None, max_area=None,
                    exclude_border=False,
                    pixel_size=None, channel=None, recursive=False, tile=None, batch_size=None,
-                   probability=False, workers=2, flatten=None):
+                   probability=False, workers=2, flatten=FLATTEN_FROM_MODEL):
     """Segment, split and measure the spores in image files of any size.
 
     Parameters
@@ -299,10 +299,13 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
     workers : int
         Threads that count, measure and write while the model predicts (0: all in
         the calling thread, one image after the other).
-    flatten : int, optional
-        The run's ``Config.flatten``: the brightfield background (a grey closing of
-        this many pixels) divided out of each image before it is normalised; the whole
-        image is then held in memory (up to 64 more bytes per pixel while it is made).
+    flatten : int, None or "model"
+        The brightfield background (a grey closing of this many pixels) divided out of
+        each image before it is normalised; the whole image is then held in memory (up
+        to 64 more bytes per pixel while it is made). ``"model"`` (the default): the
+        window the model's run was trained with (:func:`unet.model.model_flatten`: what
+        :func:`unet.run.load_run` records, none for a model from elsewhere); None: the
+        images as they are.
 
     Returns
     -------
@@ -322,6 +325,7 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
     if isinstance(workers, bool) or int(workers) != workers or workers < 0:
         raise UsageError(f"`workers` must be an integer >= 0, got {workers!r}.")
     geometry = model_geometry(model)
+    flatten = model_flatten(model, flatten)
     if tile is not None:  # a bad tile fails here, before anything is written
         plan_tiles((1, 1), geometry.depth, geometry.padding, tile)
     items = []

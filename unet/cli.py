@@ -300,15 +300,14 @@ def _evaluate(args):
         from .report import check_report_dir
 
         check_report_dir(args.report_dir, args.overwrite)
-    flatten = config.flatten if config else None
-    result = evaluate(model, args.data, tta=args.tta, progress=not args.json, flatten=flatten,
-                      **post)
+    # the model carries its run's background window (load_run): evaluate divides it out
+    result = evaluate(model, args.data, tta=args.tta, progress=not args.json, **post)
     if args.report_dir is not None:
         from .report import write_report
 
         written = write_report(model, args.data, args.report_dir, threshold=threshold,
                                tta=args.tta, overwrite=args.overwrite, scores=result,
-                               progress=not args.json, flatten=flatten)
+                               progress=not args.json)
         if not args.json:
             print(f"report: {written}")
     if args.json:
@@ -411,7 +410,6 @@ def _predict(args):
         args.out,
         tta=args.tta,
         **_postprocessing(args, config),
-        flatten=config.flatten if config else None,
         max_area=args.max_area,
         exclude_border=args.exclude_border,
         pixel_size=args.pixel_size,

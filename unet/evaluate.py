@@ -21,6 +21,7 @@ from .errors import UsageError
 from .image import prepare_image
 from .io import find_pairs, read_counts, read_image, read_labels, read_mask
 from .metrics import confusion_counts, scores_from_counts
+from .model import FLATTEN_FROM_MODEL, model_flatten
 from .predict import predict_tiled
 
 
@@ -54,7 +55,8 @@ class Prediction:
     mask_ids: np.ndarray | None = None
 
 
-def iter_predictions(model, data_dir, tta=False, progress=False, limit=None, flatten=None):
+def iter_predictions(model, data_dir, tta=False, progress=False, limit=None,
+                     flatten=FLATTEN_FROM_MODEL):
     """Predict every image of a data folder at its original size, one at a time.
 
     Parameters
@@ -72,9 +74,12 @@ def iter_predictions(model, data_dir, tta=False, progress=False, limit=None, fla
         Show a progress bar over images.
     limit : int, optional
         Only the first ``limit`` images (by name).
-    flatten : int, optional
-        The run's ``Config.flatten``: the brightfield background divided out of each
-        image before it is normalised (a U-Net only).
+    flatten : int, None or "model"
+        The brightfield background window divided out of each image before it is
+        normalised (a U-Net only). ``"model"`` (the default): the window the model's run
+        was trained with, which a model loaded by :func:`unet.run.load_run` carries
+        (:func:`unet.model.model_flatten`; none for a model from elsewhere); an int: that
+        window; None: the images as they are.
 
     Yields
     ------
@@ -85,6 +90,7 @@ def iter_predictions(model, data_dir, tta=False, progress=False, limit=None, fla
 
     if isinstance(model, keras.Model):
         channels = model.input_shape[-1]
+        flatten = model_flatten(model, flatten)
 
         def prepare(raw):
             return prepare_image(raw, channels, flatten=flatten)
@@ -147,7 +153,7 @@ def true_instances(item):
 
 
 def evaluate(model, data_dir, threshold=0.5, tta=False, count=True, progress=False,
-             min_area=None, split_h=None, flatten=None):
+             min_area=None, split_h=None, flatten=FLATTEN_FROM_MODEL):
     """Score a model (or any segmentation method) on ``data_dir/images`` vs ``masks/``.
 
     Parameters
@@ -168,8 +174,8 @@ def evaluate(model, data_dir, threshold=0.5, tta=False, count=True, progress=Fal
     min_area, split_h
         Post-processing of :func:`unet.count.label_spores` (defaults: its own, or
         what a run calibrated).
-    flatten : int, optional
-        The run's ``Config.flatten`` (see :func:`iter_predictions`).
+    flatten : int, None or "model"
+        The background window (see :func:`iter_predictions`; default: the model's run's).
 
     Returns
     -------

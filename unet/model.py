@@ -494,6 +494,48 @@ def attach_architecture(model, architecture):
     return geometry
 
 
+#: The default ``flatten`` of the functions that prepare images for a model
+#: (:func:`unet.evaluate.evaluate`, :func:`unet.batch.predict_images`, ...): the window
+#: its run was trained with (:func:`model_flatten`).
+FLATTEN_FROM_MODEL = "model"
+
+
+def attach_flatten(model, flatten):
+    """Record on a loaded model the background window its run divided its images by.
+
+    :func:`model_flatten` then gives it to every function that prepares images for the
+    model, so a flattened run is never fed unflattened images by mistake.
+
+    Parameters
+    ----------
+    model : keras.Model
+    flatten : int or None
+        The run's ``Config.flatten`` as trained (None: the images as they are).
+    """
+    model._unet_flatten = flatten
+
+
+def model_flatten(model, flatten=FLATTEN_FROM_MODEL):
+    """The background window to divide out of a model's images before normalising them.
+
+    Parameters
+    ----------
+    model : keras.Model
+    flatten : int, None or "model"
+        ``"model"`` (the default): the window the model's run was trained with, as
+        :func:`unet.run.load_run` records it (:func:`attach_flatten`); None for a model
+        loaded or built any other way. An int or None is returned as it is (a window
+        given by hand; None: no flattening).
+
+    Returns
+    -------
+    int or None
+    """
+    if isinstance(flatten, str) and flatten == FLATTEN_FROM_MODEL:
+        return getattr(model, "_unet_flatten", None)
+    return flatten
+
+
 def model_geometry(model):
     """The :class:`ModelGeometry` of a U-Net.
 

@@ -29,6 +29,7 @@ from .count import label_spores, relative_count_error
 from .evaluate import iter_predictions
 from .io import find_pairs, read_counts, write_csv, write_text
 from .metrics import scores_from_counts
+from .model import FLATTEN_FROM_MODEL
 
 #: Thresholds of the Dice curve, and the (fewer) ones where spores are counted.
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
@@ -56,7 +57,7 @@ def _window(array):
 
 
 def write_report(model, data_dir, report_dir, threshold=0.5, tta=False, overwrite=False,
-                 scores=None, examples=3, progress=False, flatten=None):
+                 scores=None, examples=3, progress=False, flatten=FLATTEN_FROM_MODEL):
     """Write the figures of a model's results on a data folder (see the module notes).
 
     Parameters
@@ -80,8 +81,9 @@ def write_report(model, data_dir, report_dir, threshold=0.5, tta=False, overwrit
         Worst and typical images shown (each).
     progress : bool
         Show a progress bar.
-    flatten : int, optional
-        The run's ``Config.flatten`` (see :func:`unet.evaluate.iter_predictions`).
+    flatten : int, None or "model"
+        The background window (see :func:`unet.evaluate.iter_predictions`; default: the
+        model's run's).
 
     Returns
     -------

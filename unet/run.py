@@ -610,7 +610,10 @@ def load_run(path):
 
     The model's geometry (depth, padding, skip, channels, classes) is then read from
     the config, after checking that the model computes what the config says
-    (:func:`unet.model.attach_architecture`).
+    (:func:`unet.model.attach_architecture`), and the model carries the run's background
+    window (``Config.flatten``, :func:`unet.model.attach_flatten`): the functions that
+    prepare images for it (:func:`unet.evaluate.evaluate`,
+    :func:`unet.batch.predict_images`, ...) divide it out unless told otherwise.
 
     Parameters
     ----------
@@ -634,7 +637,7 @@ def load_run(path):
     """
     import keras
 
-    from .model import attach_architecture
+    from .model import attach_architecture, attach_flatten
 
     path = resolve_model_path(path)
     model_path = path / "model.keras" if path.is_dir() else path
@@ -661,4 +664,5 @@ def load_run(path):
     config = Config.load(config_path, run=True) if config_path.exists() else None
     if config is not None:
         attach_architecture(model, config.architecture())
+        attach_flatten(model, config.flatten)
     return model, config
