@@ -19,12 +19,13 @@ the default BCE + Dice) and each object's distance to its own border divided by 
 object's largest (1 at its centre, lowest on its edge pixels, 0 outside; touching
 objects meet in a valley), learnt with BCE against that soft target on every pixel.
 
-The network, window, augmentation, optimiser, step budget, precision policy,
-learning-rate schedule and early stopping are the baseline run's (its ``config.json``); only the head (3 classes
-instead of 1) and the loss differ. The second target rides through the library's unchanged
-``tf.data`` pipeline in the loss weight (0 outside the image; inside it 1, or 2 on the
-boundary, or 1 + the normalised distance; the weight is resampled by nearest neighbour,
-so the targets stay exact under augmentation). Every epoch the foreground Dice of the
+The network, window, background flattening, augmentation, optimiser, step budget,
+precision policy, learning-rate schedule and early stopping are the baseline run's (its
+``config.json``); only the head (3 classes instead of 1) and the loss differ. The second
+target rides through the library's unchanged ``tf.data`` pipeline in the loss weight (0
+outside the image; inside it 1, or 2 on the boundary, or 1 + the normalised distance;
+the weight is resampled by nearest neighbour, so the targets stay exact under
+augmentation). Every epoch the foreground Dice of the
 validation images (foreground probability over 0.5, each image whole at its own size)
 drives the schedule, the early stopping and the kept weights, as ``val_dice`` does in
 ``train``.
@@ -263,9 +264,9 @@ def main(argv=None):
     name = f"{target}_{data_dir.name}" + (f"_r{args.ring}" if target == "boundary" else "")
     results = {"data": str(data_dir), "target": target, "ring": args.ring, "methods": {}}
 
-    model, config = load_run(args.baseline)
-    train_set = load_folder(data_dir / "train", channels=config.channels)
-    val = load_folder(data_dir / "val", channels=config.channels)
+    model, config = load_run(args.baseline)  # the data prepared as the baseline's were
+    train_set = load_folder(data_dir / "train", channels=config.channels, flatten=config.flatten)
+    val = load_folder(data_dir / "val", channels=config.channels, flatten=config.flatten)
     if train_set.labels is None or val.labels is None:
         raise SystemExit(f"error: {data_dir} needs instance labels in train/ and val/")
     val_truth = list(object_labels(val))
@@ -285,7 +286,7 @@ def main(argv=None):
         "train_seconds": seconds, "epochs": epochs,
         **evaluate_method(model, data_dir,
                           lambda p: objects(p, threshold, area, target, min_object),
-                          lambda images: predict_classes(model, images))}
+                          lambda images: predict_classes(model, images), config.flatten)}
 
     print_table(results)
     write_result(f"separation_{name}", results)

@@ -51,6 +51,7 @@ from unet.count import (count_labels, label_spores, object_scores, relative_coun
                         remove_small_regions)
 from unet.data import choose_min_area, load_folder, object_labels
 from unet.metrics import confusion_counts, scores_from_counts
+from unet.model import FLATTEN_FROM_MODEL, model_flatten
 from unet.predict import predict_many
 from unet.run import load_run
 
@@ -147,14 +148,17 @@ def calibrate_seeds(probs, truth, labeller):
     return threshold, area, -scores[threshold, area][0]
 
 
-def evaluate_method(model, data, labeller, predictor=None):
+def evaluate_method(model, data, labeller, predictor=None, flatten=FLATTEN_FROM_MODEL):
     """``labeller(prediction) -> labels`` scored on the test split and fields;
-    ``predictor(images)`` gives the predictions (default: the foreground maps)."""
+    ``predictor(images)`` gives the predictions (default: the foreground maps); the
+    images are prepared with ``flatten`` (default: the run's, which a model loaded by
+    ``load_run`` carries; give it for a network trained here)."""
     predictor = predictor or (lambda images: predict_many(model, images))
+    flatten = model_flatten(model, flatten)
     out = {}
     for split in ("test", "fields"):
         if (data / split).is_dir():
-            samples = load_folder(data / split, channels=model.input_shape[-1])
+            samples = load_folder(data / split, channels=model.input_shape[-1], flatten=flatten)
             out[split] = score([labeller(p) for p in predictor(samples.images)], samples)
     return out
 
@@ -202,8 +206,8 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     results = {"data": str(data), "methods": {}}
 
-    model, config = load_run(args.baseline)
-    val = load_folder(data / "val", channels=config.channels)
+    model, config = load_run(args.baseline)  # prepared as the baseline was trained
+    val = load_folder(data / "val", channels=config.channels, flatten=config.flatten)
     val_truth = list(object_labels(val))
     results["methods"]["masks + watershed (default)"] = default_method(model, config, data, val,
                                                                        val_truth)
@@ -214,9 +218,11 @@ def main(argv=None):
         write_interior_data(data, interior_data, ring)
         seconds = train(interior_data, run_dir,
                         "weighted_bce" if args.border_weights else None)
-        model, config = load_run(run_dir)
+        model, run_config = load_run(run_dir)  # unflattened (train(), above)
+        run_val = val if run_config.flatten == config.flatten else load_folder(
+            data / "val", channels=run_config.channels, flatten=run_config.flatten)
         threshold, area, val_f1 = calibrate_seeds(
-            predict_many(model, val.images), val_truth,
+            predict_many(model, run_val.images), val_truth,
             lambda p, t, a: seeds_grown(p, t, a, ring))
         method = f"interiors{' + border weights' if suffix else ''}, ring {ring} px"
         results["methods"][method] = {

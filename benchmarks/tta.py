@@ -55,10 +55,8 @@ def timed_predictor(model, mode, calls):
 
 def measure(data, run_dir, modes):
     """Per mode: the chosen post-processing, validation F1, test/field scores, seconds."""
-    model, config = load_run(run_dir)
-    if config.flatten:
-        raise SystemExit(f"error: {run_dir} flattens its images; this script does not")
-    val = load_folder(data / "val", channels=config.channels)
+    model, config = load_run(run_dir)  # the images prepared as the run's were
+    val = load_folder(data / "val", channels=config.channels, flatten=config.flatten)
     val_truth = list(object_labels(val))
     smallest = choose_min_area(load_folder(data / "train", channels=config.channels))
     rows = {}
