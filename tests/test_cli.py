@@ -173,6 +173,42 @@ def test_train_flags_reach_the_config(monkeypatch, capsys, tmp_path, sample_dir)
     with pytest.raises(SystemExit, match="2"):  # argparse's own exit
         main(["train", "--data", str(sample_dir), "--out", str(tmp_path / "r"), "--flatten", "on"])
     assert "--flatten: expected a window in pixels, auto or off" in capsys.readouterr().err
+    assert seen["config"].tta is False  # the default
+    for flag, value in (("--tta", True), ("--no-tta", False)):
+        assert_user_error(capsys, ["train", "--data", sample_dir, "--out", tmp_path / "r", flag],
+                          "stopped here by the test")
+        assert seen["config"].tta is value
+
+
+def test_predict_and_evaluate_augment_as_the_run_was_calibrated(monkeypatch, capsys, tmp_path,
+                                                                 trained_run, sample_dir):
+    import shutil
+
+    import unet.batch
+    import unet.evaluate
+    from unet.run import Config
+
+    seen = []
+
+    def fake(*args, **kwargs):
+        seen.append(kwargs["tta"])
+        raise unet.UsageError("stopped here by the test")
+
+    monkeypatch.setattr(unet.evaluate, "evaluate", fake)
+    monkeypatch.setattr(unet.batch, "predict_images", fake)
+    plain, augmented = tmp_path / "plain", tmp_path / "augmented"
+    shutil.copytree(trained_run[0], plain)
+    shutil.copytree(trained_run[0], augmented)
+    config = Config.load(augmented / "config.json", run=True)
+    Config(**{**config.to_dict(), "tta": True}).save(augmented / "config.json")
+    image = sorted((sample_dir / "test" / "images").glob("*.png"))[0]
+    for run, flags, tta in ((plain, [], False), (augmented, [], True), (plain, ["--tta"], True),
+                            (augmented, ["--no-tta"], False)):
+        for command in (["evaluate", "--data", sample_dir / "test"],
+                        ["predict", image, "--out", tmp_path / "out"]):
+            assert_user_error(capsys, [*command, "--model", run, *flags],
+                              "stopped here by the test")
+            assert seen.pop() is tta
 
 
 # ------------------------------------------------------------------ the error boundary

@@ -597,3 +597,32 @@ def test_the_calibration_scores_at_most_its_pixel_budget():
     assert chosen == calibration_subset([100] * 50, budget=1000)  # seeded
     assert calibration_subset([400, 5000, 300], budget=1000) == [0, 2]
     assert len(calibration_subset([5000, 6000], budget=1000)) == 1  # at least one image
+
+
+def test_a_run_with_tta_calibrates_on_augmented_maps(tmp_path, sample_dir, monkeypatch):
+    import unet.train as T
+    from unet.calibrate import calibrate_postprocessing
+    from unet.data import choose_min_area, load_folder
+    from unet.predict import predict_tiled
+
+    augmented = []
+
+    def spy(model, image, **kwargs):
+        augmented.append(kwargs.get("tta"))
+        return predict_tiled(model, image, **kwargs)
+
+    monkeypatch.setattr(T, "predict_tiled", spy)
+    result = train(Config(**{**TINY, "steps": 4, "steps_per_epoch": 2, "tta": True}), sample_dir,
+                   tmp_path / "run", precision="fp32", strategy="default", verbose=0)
+    config = result["config"]
+    assert config.tta and Config.load(tmp_path / "run" / "config.json").tta
+    val = load_folder(sample_dir / "val", channels=config.channels, flatten=config.flatten)
+    assert augmented == [True] * len(val.images)  # every validation image, augmented
+    assert ", predicted with tta (" in result["calibration_note"]
+    model, _ = load_run(tmp_path / "run")
+    maps = [predict_tiled(model, image, tta=True) for image in val.images]
+    smallest = choose_min_area(load_folder(sample_dir / "train", channels=config.channels))
+    expected = calibrate_postprocessing(maps, labels=val.labels, masks=val.masks,
+                                        default_min_area=smallest)
+    for key in ("threshold", "split_h", "min_area", "score", "default_score"):
+        assert result["calibration"][key] == expected[key]

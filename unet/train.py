@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from . import data, losses, metrics, plot
+from ._tf import quiet_retracing
 from .augment import Augmentation
 from .calibrate import calibrate_postprocessing
 from .devices import (PRECISIONS, STRATEGIES, make_strategy,  # noqa: F401
@@ -27,7 +28,7 @@ from .devices import (PRECISIONS, STRATEGIES, make_strategy,  # noqa: F401
 from .errors import NaNLossError, UsageError
 from .io import (LOCK_NAME, atomic_path, check_data_dir, folder_lock, is_temporary_name, listing,
                  read_counts)
-from .predict import predict_many
+from .predict import predict_many, predict_tiled
 from .run import Config, load_run, prepare_run_dir, read_history  # noqa: F401  (public here too)
 
 
@@ -618,7 +619,11 @@ def _calibrate(config, out_dir, val_set, val_dir):
                                 seed=config.seed)
     pick = (lambda values: None if values is None else [values[i] for i in chosen])
     model, _ = load_run(out_dir)
-    probs = predict_many(model, pick(val_set.images))
+    if config.tta:  # the maps predict and evaluate of this run will threshold and split
+        with quiet_retracing():
+            probs = [predict_tiled(model, image, tta=True) for image in pick(val_set.images)]
+    else:
+        probs = predict_many(model, pick(val_set.images))
     result = calibrate_postprocessing(probs, labels=pick(val_set.labels), counts=pick(counts),
                                       masks=pick(val_set.masks), default_min_area=config.min_area)
     if len(chosen) < len(val_set.images):
@@ -630,7 +635,8 @@ def _calibrate(config, out_dir, val_set, val_dir):
     config.save(out_dir / "config.json")
     better = "higher" if "F1" in result["objective"] else "lower"
     return config, (
-        f"calibrated on {result['objective']} ({better} is better): threshold "
+        f"calibrated on {result['objective']}{', predicted with tta' if config.tta else ''} "
+        f"({better} is better): threshold "
         f"{result['threshold']}, split_h {result['split_h']}, min_area {result['min_area']} "
         f"give {result['score']:.4f} (defaults: {result['default_score']:.4f})"
     )
