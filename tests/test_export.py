@@ -84,6 +84,22 @@ def test_a_run_trained_with_flatten_is_not_exported(trained_run, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_the_package_says_when_the_threshold_was_chosen_for_tta(exported, tmp_path):
+    import shutil
+
+    from unet.run import Config
+
+    result, run = exported
+    assert "for a mask\n  (the training run's). " in (result["package"] / "README.md").read_text()
+    augmented = tmp_path / "augmented"
+    shutil.copytree(run, augmented)
+    config = Config.load(augmented / "config.json", run=True)
+    Config(**{**config.to_dict(), "tta": True}).save(augmented / "config.json")
+    package = export_model(augmented, tmp_path / "out", formats=("tensorflow",))["package"]
+    assert ("(the training run's, chosen for maps averaged over the flipped and turned tiles "
+            "(`tta`)") in " ".join((package / "README.md").read_text().split())
+
+
 def test_yaml_floats_keep_a_dot_for_yaml_11_readers():
     assert to_yaml({"eps": 1e-06}) == "eps: 1.0e-06"
     assert to_yaml({"s": 'a "b"'}) == 's: "a \\"b\\""'

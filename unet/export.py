@@ -217,7 +217,7 @@ output of an input of size s is s - {total}. Tile large images with an overlap o
   {phigh} percentiles are mapped to 0 and 1, `(x - p{plow}) / (p{phigh} - p{plow} +
   1e-6)`, as in training (`unet.normalize`). Not clipped.
 * Output: the sigmoid spore probability in [0, 1]; threshold {threshold} for a mask
-  (the training run's). The `unet` command line then splits touching spores and
+  (the training run's{tta_text}). The `unet` command line then splits touching spores and
   measures them (`python -m unet predict`).
 
 ## Validation
@@ -441,6 +441,8 @@ def export_model(run, out_dir, formats=FORMATS, pixel_size=None, name=None, serv
             channel_text="gray" if geometry.channels == 1 else "RGB", provenance=provenance,
             total=total, context=context, min=smallest, step=step,
             examples=", ".join(map(str, sizes)), plow=P_LOW, phigh=P_HIGH, threshold=threshold,
+            tta_text=", chosen for maps averaged over the flipped and turned tiles (`tta`), "
+            "which the package's single pass does not do" if config and config.tta else "",
             weights="\n".join(f"* `{k}`: {v['comment']}." for k, v in weights.items()),
         ), encoding="utf-8")
         license_text = _license_text()
