@@ -169,9 +169,9 @@ def _add_train(sub):
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="the run predicts with test-time augmentation: its post-processing is "
                    "calibrated on augmented maps, and predict and evaluate augment by default "
-                   "(3-6x the prediction time; measured: object F1 0.875 -> 0.893 and count "
-                   "error 6.6 -> 3.2 %% on another renderer's fields, mixed on nuclei; "
-                   "default: off)")
+                   "(3-6x the prediction time; measured: object F1 +0.016-0.018 and count "
+                   "error lower on another renderer's spores, a little worse on real cells, "
+                   "mixed on nuclei; default: off)")
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="JSON file of settings (see unet.run.Config); missing keys keep defaults")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",

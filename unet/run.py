@@ -242,8 +242,10 @@ class Config:
         ``evaluate`` of the run augment unless given ``--no-tta`` (from Python, pass
         ``tta=config.tta`` as you pass ``threshold=config.threshold``). Off by default:
         on the other renderer's ten fields it raised object F1 from 0.875 to 0.893 and
-        cut the count error from 6.6 % to 3.2 % (one run), but on nuclei it moved object
-        F1 and count error both ways (``benchmarks/README.md``), for the prediction time.
+        0.861 to 0.877 and cut the count error from 6.6 % to 3.2 % and 5.5 % to 5.3 %
+        (training seeds 0 and 1), but on real cells it cost a little and on nuclei it
+        moved object F1 and count error both ways (``benchmarks/README.md``), for the
+        prediction time.
     seed : int
         Seed for weights, shuffling and augmentation.
     train_limit, val_limit : int or None
