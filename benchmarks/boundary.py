@@ -25,10 +25,9 @@ precision policy, learning-rate schedule and early stopping are the baseline run
 target rides through the library's unchanged ``tf.data`` pipeline in the loss weight (0
 outside the image; inside it 1, or 2 on the boundary, or 1 + the normalised distance;
 the weight is resampled by nearest neighbour, so the targets stay exact under
-augmentation). Every epoch the foreground Dice of the
-validation images (foreground probability over 0.5, each image whole at its own size)
-drives the schedule, the early stopping and the kept weights, as ``val_dice`` does in
-``train``.
+augmentation). Every epoch the foreground Dice of the validation images (foreground
+probability over 0.5, each image whole at its own size) drives the schedule, the early
+stopping and the kept weights, as ``val_dice`` does in ``train``.
 
 At prediction the components of ``seed map > threshold`` inside the foreground (the
 interior probability, or the predicted distance; from ``min_area`` pixels up) are the
