@@ -5,8 +5,8 @@ The data are spores the shipped model never saw: another style of the generator
 training set as a lab would annotate. Both runs use the same Config (the defaults,
 shortened; ``--flatten off`` by default, like the shipped model, ``--flatten auto`` as
 ``train --init spores`` now trains), seed and data; one starts from random weights, the
-other from the shipped model. Prints the validation Dice after every epoch of each, and how many optimiser
-steps each needed to reach the target Dice.
+other from the shipped model. Prints the validation Dice after every epoch of each, and
+how many optimiser steps each needed to reach the target Dice.
 
 Usage: python benchmarks/finetune.py [--init spores] [--train 200] [--epochs 4]
        [--target 0.9] [--flatten off|auto]

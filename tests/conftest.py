@@ -44,6 +44,18 @@ def _tiny_run(tmp_path_factory, name, **changes):
     return out, result
 
 
+def copy_run(run, out, **changes):
+    """A copy of the run folder ``run`` at ``out`` whose config.json has ``changes``."""
+    import shutil
+
+    from unet.run import Config
+
+    shutil.copytree(run, out)
+    config = Config.load(out / "config.json", run=True)
+    Config(**{**config.to_dict(), **changes}).save(out / "config.json")
+    return out
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """One short training run on the sample, shared by the tests that need a model."""

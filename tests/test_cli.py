@@ -182,11 +182,9 @@ def test_train_flags_reach_the_config(monkeypatch, capsys, tmp_path, sample_dir)
 
 def test_predict_and_evaluate_augment_as_the_run_was_calibrated(monkeypatch, capsys, tmp_path,
                                                                  trained_run, sample_dir):
-    import shutil
-
     import unet.batch
     import unet.evaluate
-    from unet.run import Config
+    from conftest import copy_run
 
     seen = []
 
@@ -196,11 +194,8 @@ def test_predict_and_evaluate_augment_as_the_run_was_calibrated(monkeypatch, cap
 
     monkeypatch.setattr(unet.evaluate, "evaluate", fake)
     monkeypatch.setattr(unet.batch, "predict_images", fake)
-    plain, augmented = tmp_path / "plain", tmp_path / "augmented"
-    shutil.copytree(trained_run[0], plain)
-    shutil.copytree(trained_run[0], augmented)
-    config = Config.load(augmented / "config.json", run=True)
-    Config(**{**config.to_dict(), "tta": True}).save(augmented / "config.json")
+    plain = trained_run[0]  # read only: evaluate and predict stop before writing
+    augmented = copy_run(plain, tmp_path / "augmented", tta=True)
     image = sorted((sample_dir / "test" / "images").glob("*.png"))[0]
     for run, flags, tta in ((plain, [], False), (augmented, [], True), (plain, ["--tta"], True),
                             (augmented, ["--no-tta"], False)):

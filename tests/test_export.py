@@ -85,16 +85,11 @@ def test_a_run_trained_with_flatten_is_not_exported(trained_run, tmp_path):
 
 
 def test_the_package_says_when_the_threshold_was_chosen_for_tta(exported, tmp_path):
-    import shutil
-
-    from unet.run import Config
+    from conftest import copy_run
 
     result, run = exported
     assert "for a mask\n  (the training run's). " in (result["package"] / "README.md").read_text()
-    augmented = tmp_path / "augmented"
-    shutil.copytree(run, augmented)
-    config = Config.load(augmented / "config.json", run=True)
-    Config(**{**config.to_dict(), "tta": True}).save(augmented / "config.json")
+    augmented = copy_run(run, tmp_path / "augmented", tta=True)
     package = export_model(augmented, tmp_path / "out", formats=("tensorflow",))["package"]
     assert ("(the training run's, chosen for maps averaged over the flipped and turned tiles "
             "(`tta`)") in " ".join((package / "README.md").read_text().split())
