@@ -51,7 +51,7 @@ from unet.count import (count_labels, label_spores, object_scores, relative_coun
                         remove_small_regions)
 from unet.data import choose_min_area, load_folder, object_labels
 from unet.metrics import confusion_counts, scores_from_counts
-from unet.model import FLATTEN_FROM_MODEL, model_flatten
+from unet.model import FROM_MODEL, prediction_settings
 from unet.predict import predict_many
 from unet.run import load_run
 
@@ -148,13 +148,13 @@ def calibrate_seeds(probs, truth, labeller):
     return threshold, area, -scores[threshold, area][0]
 
 
-def evaluate_method(model, data, labeller, predictor=None, flatten=FLATTEN_FROM_MODEL):
+def evaluate_method(model, data, labeller, predictor=None, flatten=FROM_MODEL):
     """``labeller(prediction) -> labels`` scored on the test split and fields;
     ``predictor(images)`` gives the predictions (default: the foreground maps); the
     images are prepared with ``flatten`` (default: the run's, which a model loaded by
     ``load_run`` carries; give it for a network trained here)."""
     predictor = predictor or (lambda images: predict_many(model, images))
-    flatten = model_flatten(model, flatten)
+    flatten = prediction_settings(model, flatten=flatten)["flatten"]
     out = {}
     for split in ("test", "fields"):
         if (data / split).is_dir():

@@ -79,8 +79,9 @@ def field_counts(index=0):
     folder = _folder("fields")
     path = sorted((folder / "images").glob("*.png"))[index]
     prob = predict_tiled(model, load_image(path, model.input_shape[-1],
-                                           flatten=config.flatten if config else None))
-    spores = count_spores(prob, config.threshold if config else 0.5)
+                                           flatten=config.flatten if config else None),
+                         tta=bool(config and config.tta))
+    spores = count_spores(prob, **(config.postprocessing() if config else {}))  # as `predict`
     true = read_counts(folder).get(path.stem)
     return plot.counted_field(read_image(path), spores.labels, true_count=true,
                               region=(384, 384, 256))
@@ -103,12 +104,11 @@ def predict_outputs(window=(150, 150, 220)):
     from unet.run import load_run
     from unet.spores import render_field
 
-    model, config = load_run("spores")
+    model, _ = load_run("spores")  # used with its run's calibrated post-processing
     folder = Path(tempfile.mkdtemp(prefix="predict-figure-"))
     image = render_field(2026, (512, 512))[0]
     save_png(image, folder / "dish.png")
-    predict_images(model, [folder / "dish.png"], folder / "out", threshold=config.threshold,
-                   pixel_size=0.65)
+    predict_images(model, [folder / "dish.png"], folder / "out", pixel_size=0.65)
     top, left, side = window
     view = (slice(top, top + side), slice(left, left + side))
     overlay = np.asarray(Image.open(folder / "out" / "dish_overlay.png"))[view]

@@ -26,7 +26,7 @@ def rows(path):
         return list(csv.DictReader(f))
 
 
-def test_labels_rois_and_table_agree_spore_by_spore(tmp_path, model, sample_dir):
+def test_labels_rois_and_table_agree_spore_by_spore(tmp_path, model, plain_run, sample_dir):
     images = sorted((sample_dir / "test" / "images").glob("*.png"))
     out = tmp_path / "out"
     summary = predict_images(model, images, out, probability=True)
@@ -52,8 +52,24 @@ def test_labels_rois_and_table_agree_spore_by_spore(tmp_path, model, sample_dir)
         prob = tifffile.imread(out / f"{name}_prob.tif")
         assert prob.dtype == np.float32 and prob.shape == labels.shape
         mask = np.asarray(Image.open(out / f"{name}_mask.png")) > 0
-        np.testing.assert_array_equal(mask, prob > 0.5)
+        np.testing.assert_array_equal(mask, prob > load_run(plain_run[0])[1].threshold)
         assert not any(k.endswith(("_um", "_um2")) for k in mine[0]) if mine else True
+
+
+def test_predict_uses_the_post_processing_the_run_chose(tmp_path, plain_run, sample_dir):
+    from conftest import copy_run
+
+    images = sorted((sample_dir / "test" / "images").glob("*.png"))[:2]
+    strict = copy_run(plain_run[0], tmp_path / "strict", threshold=0.9, min_area=10_000)
+    model, _ = load_run(strict)
+    assert [count for _, count in predict_images(model, images, tmp_path / "a",
+                                                 probability=True)] == [0, 0]
+    name = images[0].stem
+    prob = tifffile.imread(tmp_path / "a" / f"{name}_prob.tif")
+    mask = np.asarray(Image.open(tmp_path / "a" / f"{name}_mask.png")) > 0
+    np.testing.assert_array_equal(mask, prob > 0.9)
+    given = predict_images(model, images, tmp_path / "b", threshold=0.5, min_area=16)
+    assert all(count > 0 for _, count in given)
 
 
 def test_predict_divides_out_the_background_of_a_run_trained_so(tmp_path, model, sample_dir):
@@ -268,7 +284,7 @@ def _same_spores_up_to_ids(whole, strips):
 
 @pytest.mark.parametrize("options", [
     {"split_h": 0.5},
-    {"exclude_border": True, "max_area": 150},  # relative split height: a counting pass first
+    {"split_h": None, "exclude_border": True, "max_area": 150},  # relative: a counting pass first
 ])
 def test_a_large_image_is_predicted_strip_by_strip_with_the_same_outputs(
         tmp_path, model, monkeypatch, options):
@@ -280,6 +296,7 @@ def test_a_large_image_is_predicted_strip_by_strip_with_the_same_outputs(
 
     image, _ = render_field(3, (330, 250))[:2]
     tifffile.imwrite(tmp_path / "big.tif", image, rowsperstrip=23, compression="zlib")
+    options = {"threshold": 0.5, "min_area": 16, **options}  # label_spores's, as found below
     whole = predict_images(model, [tmp_path / "big.tif"], tmp_path / "whole", probability=True,
                            **options)
     monkeypatch.setattr(unet.batch, "STRIP_PIXELS", 1000)  # every image strip by strip
@@ -310,7 +327,7 @@ def test_a_large_image_is_predicted_strip_by_strip_with_the_same_outputs(
     assert [int(r.name) for r in rois] == list(range(1, len(table) + 1))
     assert [abs(polygon_area(r.coordinates())) for r in rois] == list(areas)
     # the overlay drawn strip by strip is the overlay of the whole image with these ids
-    found = label_spores(tifffile.imread(a / "big_prob.tif"), h=options.get("split_h"))
+    found = label_spores(tifffile.imread(a / "big_prob.tif"), h=options["split_h"])
     drawn = id_overlay(image, labels, [(float(r["centroid_y_px"]), float(r["centroid_x_px"]))
                                        for r in table], [int(r["id"]) for r in table],
                        excluded=(found > 0) & (labels == 0))

@@ -103,6 +103,8 @@ def test_a_model_is_scored_on_its_own_tiled_full_size_predictions(trained_run, s
 def test_a_model_loaded_without_its_run_is_given_the_images_as_they_are(trained_run, sample_dir):
     import keras
 
+    from unet.model import PREDICTION_DEFAULTS
+
     from unet.data import load_image
 
     run, _ = trained_run
@@ -115,8 +117,35 @@ def test_a_model_loaded_without_its_run_is_given_the_images_as_they_are(trained_
     (flat,) = iter_predictions(model, folder, limit=1)
     assert not np.allclose(flat.image, item.image)
     scores = evaluate(bare, folder, count=False)
-    assert scores == evaluate(model, folder, count=False, flatten=None)
+    assert scores == evaluate(model, folder, count=False, **PREDICTION_DEFAULTS)
     assert scores != evaluate(model, folder, count=False)
+
+
+def test_a_loaded_run_is_used_with_the_post_processing_it_chose(tmp_path, trained_run,
+                                                                sample_dir):
+    import keras
+    from conftest import copy_run
+
+    from unet.model import PREDICTION_DEFAULTS, prediction_settings
+
+    run, _ = trained_run
+    model, config = load_run(run)
+    everything = {name: "model" for name in PREDICTION_DEFAULTS}
+    assert prediction_settings(model, **everything) == config.prediction_settings()
+    chosen = dict(threshold=0.8, split_h=2.0, min_area=60, tta=True)
+    other, _ = load_run(copy_run(run, tmp_path / "other", **chosen))  # same weights
+    folder = sample_dir / "test"
+    result = evaluate(other, folder)
+    assert result == evaluate(model, folder, **chosen)
+    assert result != evaluate(other, folder, threshold=config.threshold, split_h=config.split_h,
+                              min_area=config.min_area, tta=False)
+    # a value given wins; a model from elsewhere gets the documented defaults
+    assert prediction_settings(other, threshold=0.3, tta="model") == {"threshold": 0.3,
+                                                                      "tta": True}
+    bare = keras.models.load_model(run / "model.keras")
+    assert prediction_settings(bare, **everything) == PREDICTION_DEFAULTS
+    with pytest.raises(ValueError, match="threshhold is not a prediction setting"):
+        prediction_settings(model, threshhold=0.5)
 
 
 def test_counts_come_from_counts_csv_or_labels(tmp_path, sample_dir):

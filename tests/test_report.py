@@ -26,3 +26,18 @@ def test_report_writes_figures_and_per_image_rows(tmp_path, trained_run, sample_
     with pytest.raises(FileExistsError, match="overwrite=True"):
         write_report(model, sample_dir / "test", out)
     write_report(model, sample_dir / "test", out, overwrite=True)
+
+
+def test_report_counts_the_spores_as_evaluate_does(tmp_path, trained_run, sample_dir):
+    from conftest import copy_run
+
+    from unet.evaluate import evaluate
+
+    run = copy_run(trained_run[0], tmp_path / "run", min_area=200, split_h=3.0)
+    model, _ = load_run(run)  # counts with the run's post-processing, as evaluate does
+    folder = sample_dir / "test"
+    result = evaluate(model, folder)
+    path = write_report(model, folder, tmp_path / "report", scores=result)
+    rows = list(csv.DictReader(open(path.parent / "per_image.csv")))
+    assert [int(r["count_pred"]) for r in rows] == [r["count_pred"] for r in result["per_image"]]
+    assert "split height 3 px, smallest spore 200 px." in path.read_text()

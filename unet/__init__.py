@@ -71,7 +71,7 @@ _LAZY = {
     "unet_model": "model",
     "count_flops": "model",
     "model_geometry": "model",
-    "model_flatten": "model",
+    "prediction_settings": "model",
     # losses and metrics
     "BCEDiceLoss": "losses",
     "BCELoss": "losses",

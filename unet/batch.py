@@ -55,7 +55,7 @@ from .io import (IMAGE_EXTENSIONS, PngRows, RawRows, TiffRows, atomic_path,
                  available_memory, check_finite, check_memory, collect_images, folder_lock,
                  image_header, list_images, remove_temporaries, save_png, scratch_path,
                  write_csv)
-from .model import FLATTEN_FROM_MODEL, model_flatten, model_geometry
+from .model import FROM_MODEL, model_geometry, prediction_settings
 from .outputs import (Reported, check_areas, report_spores, spore_columns, spore_outline,
                       table_rows, write_labels_tiff, write_outline_rois, write_probability_tiff,
                       write_rois)
@@ -229,11 +229,12 @@ def _read(item, channel, channels, flatten=None):
     return raw, PreparedImage(raw, channels, flatten=flatten)  # normalised tile by tile
 
 
-def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=None,
-                   overwrite=False, progress=False, *, split_h=None, max_area=None,
+def predict_images(model, inputs, out_dir, threshold=FROM_MODEL, tta=FROM_MODEL,
+                   min_area=FROM_MODEL, overwrite=False, progress=False, *, split_h=FROM_MODEL,
+                   max_area=None,
                    exclude_border=False,
                    pixel_size=None, channel=None, recursive=False, tile=None, batch_size=None,
-                   probability=False, workers=2, flatten=FLATTEN_FROM_MODEL):
+                   probability=False, workers=2, flatten=FROM_MODEL):
     """Segment, split and measure the spores in image files of any size.
 
     Parameters
@@ -257,14 +258,14 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
         OUT's lock while it writes (:func:`unet.io.folder_lock`): a second process
         writing into the same OUT is refused. An image with the same value in every
         pixel (a blank or saturated frame) gets no spores and a warning.
-    threshold : float
+    threshold : float or "model"
         Foreground probability threshold.
-    tta : bool
+    tta : bool or "model"
         Test-time augmentation (see :func:`unet.predict.predict_tiled`).
-    min_area : int, optional
-        Smallest spore in pixels (default :data:`unet.count.MIN_AREA`).
-    split_h : float, optional
-        Split height of touching spores in pixels (default None: relative to their size,
+    min_area : int, None or "model"
+        Smallest spore in pixels (None: :data:`unet.count.MIN_AREA`).
+    split_h : float, None or "model"
+        Split height of touching spores in pixels (None: relative to their size,
         :func:`unet.count.split_height`).
     overwrite : bool
         Replace result files already in ``out_dir``.
@@ -302,10 +303,13 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
     flatten : int, None or "model"
         The brightfield background (a grey closing of this many pixels) divided out of
         each image before it is normalised; the whole image is then held in memory (up
-        to 64 more bytes per pixel while it is made). ``"model"`` (the default): the
-        window the model's run was trained with (:func:`unet.model.model_flatten`: what
-        :func:`unet.run.load_run` records, none for a model from elsewhere); None: the
-        images as they are.
+        to 64 more bytes per pixel while it is made). None: the images as they are.
+
+    ``"model"``, the default of ``threshold``, ``tta``, ``min_area``, ``split_h`` and
+    ``flatten``: what the model's run chose, which a model loaded by
+    :func:`unet.run.load_run` carries (its background window and calibrated
+    post-processing); for a model from elsewhere threshold 0.5, no augmentation, the
+    defaults above and no flattening (:func:`unet.model.prediction_settings`).
 
     Returns
     -------
@@ -314,6 +318,10 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
     """
     from tqdm.auto import tqdm
 
+    chosen = prediction_settings(model, threshold=threshold, tta=tta, min_area=min_area,
+                                 split_h=split_h, flatten=flatten)
+    threshold, tta, min_area, split_h, flatten = (
+        chosen[k] for k in ("threshold", "tta", "min_area", "split_h", "flatten"))
     if not 0 < float(threshold) < 1:
         raise UsageError(f"`threshold` must be between 0 and 1, got {threshold}.")
     min_area, max_area = check_areas(MIN_AREA if min_area is None else min_area, max_area)
@@ -325,7 +333,6 @@ def predict_images(model, inputs, out_dir, threshold=0.5, tta=False, min_area=No
     if isinstance(workers, bool) or int(workers) != workers or workers < 0:
         raise UsageError(f"`workers` must be an integer >= 0, got {workers!r}.")
     geometry = model_geometry(model)
-    flatten = model_flatten(model, flatten)
     if tile is not None:  # a bad tile fails here, before anything is written
         plan_tiles((1, 1), geometry.depth, geometry.padding, tile)
     items = []

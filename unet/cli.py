@@ -248,29 +248,24 @@ def _add_model_options(p):
                    "post-processing is calibrated for it)")
 
 
-def _postprocessing(args, config):
-    """threshold, split_h, min_area and tta: the flags, else the run's config, else the
-    defaults."""
-    from .count import MIN_AREA, SPLIT_H
+def _postprocessing(args, model):
+    """threshold, split_h, min_area and tta: the flags, else what the model's run chose
+    (:func:`unet.model.prediction_settings`)."""
+    from .count import MIN_AREA
+    from .model import FROM_MODEL, prediction_settings
 
-    chosen = {
-        "tta": args.tta if args.tta is not None else bool(config and config.tta),
-        "threshold": config.threshold if config else 0.5,
-        "split_h": config.split_h if config else SPLIT_H,
-        "min_area": config.min_area if config and config.min_area is not None else MIN_AREA,
-    }
-    if args.threshold is not None:
-        if not 0 < args.threshold < 1:
-            raise UsageError(f"`threshold` must be between 0 and 1, got {args.threshold}.")
-        chosen["threshold"] = args.threshold
-    if args.split_h is not None:
-        if not args.split_h > 0:
-            raise UsageError(f"`split_h` must be positive, got {args.split_h}.")
-        chosen["split_h"] = args.split_h
-    if args.min_area is not None:
-        if args.min_area < 1:
-            raise UsageError(f"`min_area` must be at least 1 pixel, got {args.min_area}.")
-        chosen["min_area"] = args.min_area
+    if args.threshold is not None and not 0 < args.threshold < 1:
+        raise UsageError(f"`threshold` must be between 0 and 1, got {args.threshold}.")
+    if args.split_h is not None and not args.split_h > 0:
+        raise UsageError(f"`split_h` must be positive, got {args.split_h}.")
+    if args.min_area is not None and args.min_area < 1:
+        raise UsageError(f"`min_area` must be at least 1 pixel, got {args.min_area}.")
+    chosen = prediction_settings(model, **{
+        name: FROM_MODEL if value is None else value
+        for name, value in (("threshold", args.threshold), ("split_h", args.split_h),
+                            ("min_area", args.min_area), ("tta", args.tta))})
+    if chosen["min_area"] is None:  # a run saved before min_area was chosen in training
+        chosen["min_area"] = MIN_AREA
     return chosen
 
 
@@ -301,8 +296,8 @@ def _evaluate(args):
     from .evaluate import evaluate
     from .run import load_run
 
-    model, config = load_run(args.model)
-    post = _postprocessing(args, config)
+    model, _ = load_run(args.model)
+    post = _postprocessing(args, model)
     threshold = post["threshold"]
     if args.report_dir is not None:
         from .report import check_report_dir
@@ -313,9 +308,8 @@ def _evaluate(args):
     if args.report_dir is not None:
         from .report import write_report
 
-        written = write_report(model, args.data, args.report_dir, threshold=threshold,
-                               tta=post["tta"], overwrite=args.overwrite, scores=result,
-                               progress=not args.json)
+        written = write_report(model, args.data, args.report_dir, overwrite=args.overwrite,
+                               scores=result, progress=not args.json, **post)
         if not args.json:
             print(f"report: {written}")
     if args.json:
@@ -412,12 +406,12 @@ def _predict(args):
     from .batch import predict_images
     from .run import load_run
 
-    model, config = load_run(args.model)
+    model, _ = load_run(args.model)
     summary = predict_images(
         model,
         args.inputs,
         args.out,
-        **_postprocessing(args, config),
+        **_postprocessing(args, model),
         max_area=args.max_area,
         exclude_border=args.exclude_border,
         pixel_size=args.pixel_size,

@@ -21,7 +21,7 @@ from .errors import UsageError
 from .image import prepare_image
 from .io import find_pairs, read_counts, read_image, read_labels, read_mask
 from .metrics import confusion_counts, scores_from_counts
-from .model import FLATTEN_FROM_MODEL, model_flatten
+from .model import FROM_MODEL, prediction_settings
 from .predict import predict_tiled
 
 
@@ -55,8 +55,8 @@ class Prediction:
     mask_ids: np.ndarray | None = None
 
 
-def iter_predictions(model, data_dir, tta=False, progress=False, limit=None,
-                     flatten=FLATTEN_FROM_MODEL):
+def iter_predictions(model, data_dir, tta=FROM_MODEL, progress=False, limit=None,
+                     flatten=FROM_MODEL):
     """Predict every image of a data folder at its original size, one at a time.
 
     Parameters
@@ -68,8 +68,10 @@ def iter_predictions(model, data_dir, tta=False, progress=False, limit=None,
         map or binary mask, e.g. ``unet.baseline.baseline_mask``, used as it is.
     data_dir : path
         A data folder (``images/``, ``masks/``, optional ``labels/``).
-    tta : bool
-        Test-time augmentation (see :func:`unet.predict.predict_tiled`).
+    tta : bool or "model"
+        Test-time augmentation (see :func:`unet.predict.predict_tiled`; a U-Net only).
+        ``"model"`` (the default): as the model's run predicts (off for a model from
+        elsewhere; :func:`unet.model.prediction_settings`).
     progress : bool
         Show a progress bar over images.
     limit : int, optional
@@ -78,8 +80,8 @@ def iter_predictions(model, data_dir, tta=False, progress=False, limit=None,
         The brightfield background window divided out of each image before it is
         normalised (a U-Net only). ``"model"`` (the default): the window the model's run
         was trained with, which a model loaded by :func:`unet.run.load_run` carries
-        (:func:`unet.model.model_flatten`; none for a model from elsewhere); an int: that
-        window; None: the images as they are.
+        (:func:`unet.model.prediction_settings`; none for a model from elsewhere); an
+        int: that window; None: the images as they are.
 
     Yields
     ------
@@ -90,7 +92,8 @@ def iter_predictions(model, data_dir, tta=False, progress=False, limit=None,
 
     if isinstance(model, keras.Model):
         channels = model.input_shape[-1]
-        flatten = model_flatten(model, flatten)
+        chosen = prediction_settings(model, flatten=flatten, tta=tta)
+        flatten, tta = chosen["flatten"], chosen["tta"]
 
         def prepare(raw):
             return prepare_image(raw, channels, flatten=flatten)
@@ -152,8 +155,8 @@ def true_instances(item):
     return ndi.label(item.truth)[0].astype(np.int32), "mask components"
 
 
-def evaluate(model, data_dir, threshold=0.5, tta=False, count=True, progress=False,
-             min_area=None, split_h=None, flatten=FLATTEN_FROM_MODEL):
+def evaluate(model, data_dir, threshold=FROM_MODEL, tta=FROM_MODEL, count=True, progress=False,
+             min_area=FROM_MODEL, split_h=FROM_MODEL, flatten=FROM_MODEL):
     """Score a model (or any segmentation method) on ``data_dir/images`` vs ``masks/``.
 
     Parameters
@@ -163,19 +166,24 @@ def evaluate(model, data_dir, threshold=0.5, tta=False, count=True, progress=Fal
         image to a probability map or mask (e.g. ``unet.baseline.baseline_mask``).
     data_dir : path
         A data folder (``images/``, ``masks/``, optional ``labels/`` or ``counts.csv``).
-    threshold : float
+    threshold : float or "model"
         Foreground probability threshold.
-    tta : bool
-        Average the predictions of flipped/rotated copies (slower, a little better).
+    tta : bool or "model"
+        Average the predictions of flipped/rotated copies (slower; a U-Net only).
     count : bool
         Also count and match objects.
     progress : bool
         Show a progress bar over images.
-    min_area, split_h
-        Post-processing of :func:`unet.count.label_spores` (defaults: its own, or
-        what a run calibrated).
+    min_area, split_h : int, float, None or "model"
+        Post-processing of :func:`unet.count.label_spores` (None: its own defaults).
     flatten : int, None or "model"
-        The background window (see :func:`iter_predictions`; default: the model's run's).
+        The background window (see :func:`iter_predictions`).
+
+    ``"model"``, the default of each setting: what the model's run chose, which a model
+    loaded by :func:`unet.run.load_run` carries (its calibrated post-processing); for a
+    model from elsewhere or a function, threshold 0.5, the labelling's own split height
+    and smallest area, no augmentation, the images as they are
+    (:func:`unet.model.prediction_settings`).
 
     Returns
     -------
@@ -191,12 +199,16 @@ def evaluate(model, data_dir, threshold=0.5, tta=False, count=True, progress=Fal
         over images of :func:`unet.count.relative_count_error`). ``per_image`` rows.
     """
     data_dir = Path(data_dir)
+    chosen = prediction_settings(model, threshold=threshold, tta=tta, min_area=min_area,
+                                 split_h=split_h, flatten=flatten)
+    threshold, min_area, split_h = chosen["threshold"], chosen["min_area"], chosen["split_h"]
     truth_counts = read_counts(data_dir, [p.name for p in find_pairs(data_dir)]) if count else {}
     post = {k: v for k, v in (("min_area", min_area), ("h", split_h)) if v is not None}
     totals = np.zeros(4, dtype=np.int64)
     objects = np.zeros((3, len(AP_THRESHOLDS)), dtype=np.int64)  # tp, fp, fn
     per_image, aps, sources = [], [], set()
-    for item in iter_predictions(model, data_dir, tta=tta, progress=progress, flatten=flatten):
+    for item in iter_predictions(model, data_dir, tta=chosen["tta"], progress=progress,
+                                 flatten=chosen["flatten"]):
         pred = item.prob > threshold
         counts = np.asarray(confusion_counts(item.truth, pred), dtype=np.int64)
         totals += counts

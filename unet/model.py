@@ -494,46 +494,77 @@ def attach_architecture(model, architecture):
     return geometry
 
 
-#: The default ``flatten`` of the functions that prepare images for a model
-#: (:func:`unet.evaluate.evaluate`, :func:`unet.batch.predict_images`, ...): the window
-#: its run was trained with (:func:`model_flatten`).
-FLATTEN_FROM_MODEL = "model"
+#: The default of the prediction settings of the functions that use a model
+#: (:func:`unet.evaluate.evaluate`, :func:`unet.batch.predict_images`, ...): the value its
+#: run chose (:func:`prediction_settings`).
+FROM_MODEL = "model"
+
+#: The prediction settings, and what a model that carries none (built by
+#: :func:`unet_model`, loaded by ``keras.models.load_model``) is used with: the images as
+#: they are, threshold 0.5, the split height and smallest area of
+#: :func:`unet.count.label_spores` (None: its own), no test-time augmentation.
+PREDICTION_DEFAULTS = {"flatten": None, "threshold": 0.5, "split_h": None, "min_area": None,
+                       "tta": False}
 
 
-def attach_flatten(model, flatten):
-    """Record on a loaded model the background window its run divided its images by.
+def attach_prediction_settings(model, settings):
+    """Record on a loaded model how its run predicts: background window and post-processing.
 
-    :func:`model_flatten` then gives it to every function that prepares images for the
-    model, so a flattened run is never fed unflattened images by mistake.
+    :func:`prediction_settings` then gives them to every function that uses the model, so
+    a flattened run is never fed unflattened images and a calibrated run never counts
+    with another threshold by mistake.
 
     Parameters
     ----------
     model : keras.Model
-    flatten : int or None
-        The run's ``Config.flatten`` as trained (None: the images as they are).
+    settings : dict
+        Some of the keys of :data:`PREDICTION_DEFAULTS`, as the run's ``config.json``
+        holds them (:meth:`unet.run.Config.prediction_settings`).
+
+    Raises
+    ------
+    ValueError
+        For a key that is not a prediction setting.
     """
-    model._unet_flatten = flatten
+    _check_setting_names(settings)
+    model._unet_prediction = dict(settings)
 
 
-def model_flatten(model, flatten=FLATTEN_FROM_MODEL):
-    """The background window to divide out of a model's images before normalising them.
+def prediction_settings(model, **given):
+    """The prediction settings to use with a model: those given, else its run's.
 
     Parameters
     ----------
-    model : keras.Model
-    flatten : int, None or "model"
-        ``"model"`` (the default): the window the model's run was trained with, as
-        :func:`unet.run.load_run` records it (:func:`attach_flatten`); None for a model
-        loaded or built any other way. An int or None is returned as it is (a window
-        given by hand; None: no flattening).
+    model : keras.Model or callable
+    **given
+        ``flatten``, ``threshold``, ``split_h``, ``min_area`` and/or ``tta``. A value of
+        ``"model"`` (:data:`FROM_MODEL`) is replaced by the one the model's run chose, as
+        :func:`unet.run.load_run` records it (:func:`attach_prediction_settings`), or by
+        :data:`PREDICTION_DEFAULTS` for a model that carries none; any other value is
+        kept (None included: no flattening, the labelling's own split height or area).
 
     Returns
     -------
-    int or None
+    dict
+        The names given, resolved.
+
+    Examples
+    --------
+    >>> prediction_settings(unet_model(depth=1, filters=2), threshold="model", tta=True)
+    {'threshold': 0.5, 'tta': True}
     """
-    if isinstance(flatten, str) and flatten == FLATTEN_FROM_MODEL:
-        return getattr(model, "_unet_flatten", None)
-    return flatten
+    _check_setting_names(given)
+    carried = getattr(model, "_unet_prediction", {})
+    return {name: carried.get(name, PREDICTION_DEFAULTS[name])
+            if isinstance(value, str) and value == FROM_MODEL else value
+            for name, value in given.items()}
+
+
+def _check_setting_names(settings):
+    unknown = sorted(set(settings) - set(PREDICTION_DEFAULTS))
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)} is not a prediction setting; they are "
+                         f"{', '.join(PREDICTION_DEFAULTS)}.")
 
 
 def model_geometry(model):

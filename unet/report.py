@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .count import label_spores, relative_count_error
+from .count import MIN_AREA, label_spores, relative_count_error
 from .evaluate import iter_predictions
 from .io import find_pairs, read_counts, write_csv, write_text
 from .metrics import scores_from_counts
-from .model import FLATTEN_FROM_MODEL
+from .model import FROM_MODEL, prediction_settings
 
 #: Thresholds of the Dice curve, and the (fewer) ones where spores are counted.
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
@@ -56,8 +56,9 @@ def _window(array):
     return array[top:top + _WINDOW, left:left + _WINDOW]
 
 
-def write_report(model, data_dir, report_dir, threshold=0.5, tta=False, overwrite=False,
-                 scores=None, examples=3, progress=False, flatten=FLATTEN_FROM_MODEL):
+def write_report(model, data_dir, report_dir, threshold=FROM_MODEL, tta=FROM_MODEL,
+                 overwrite=False, scores=None, examples=3, progress=False, flatten=FROM_MODEL,
+                 *, min_area=FROM_MODEL, split_h=FROM_MODEL):
     """Write the figures of a model's results on a data folder (see the module notes).
 
     Parameters
@@ -68,9 +69,9 @@ def write_report(model, data_dir, report_dir, threshold=0.5, tta=False, overwrit
         A data folder (``images/``, ``masks/``, optional ``labels/`` or ``counts.csv``).
     report_dir : path
         Output folder (created).
-    threshold : float
+    threshold : float or "model"
         The threshold in use (marked on the curve; examples and sizes use it).
-    tta : bool
+    tta : bool or "model"
         Test-time augmentation.
     overwrite : bool
         Replace a report already in ``report_dir``.
@@ -82,8 +83,13 @@ def write_report(model, data_dir, report_dir, threshold=0.5, tta=False, overwrit
     progress : bool
         Show a progress bar.
     flatten : int, None or "model"
-        The background window (see :func:`unet.evaluate.iter_predictions`; default: the
-        model's run's).
+        The background window (see :func:`unet.evaluate.iter_predictions`).
+    min_area, split_h : int, float, None or "model"
+        The post-processing that counts and sizes the spores (see
+        :func:`unet.evaluate.evaluate`).
+
+    ``"model"``, the default of every setting: what the model's run chose, as in
+    :func:`unet.evaluate.evaluate` (:func:`unet.model.prediction_settings`).
 
     Returns
     -------
@@ -94,10 +100,16 @@ def write_report(model, data_dir, report_dir, threshold=0.5, tta=False, overwrit
     from .render import display_image
 
     out = check_report_dir(report_dir, overwrite)
+    settings = prediction_settings(model, threshold=threshold, tta=tta, flatten=flatten,
+                                   min_area=min_area, split_h=split_h)
+    threshold = settings["threshold"]
+    post = {k: v for k, v in (("min_area", settings["min_area"]), ("h", settings["split_h"]))
+            if v is not None}
     truth_counts = read_counts(data_dir, [p.name for p in find_pairs(data_dir)])
     totals = np.zeros((len(THRESHOLDS), 4), np.int64)
     counted, rows, kept, true_sizes, pred_sizes = [], [], [], [], []
-    for item in iter_predictions(model, data_dir, tta=tta, progress=progress, flatten=flatten):
+    for item in iter_predictions(model, data_dir, tta=settings["tta"], progress=progress,
+                                 flatten=settings["flatten"]):
         prob, truth = item.prob, item.truth
         fg, bg = prob[truth], prob[~truth]
         for k, t in enumerate(THRESHOLDS):
@@ -106,12 +118,12 @@ def write_report(model, data_dir, report_dir, threshold=0.5, tta=False, overwrit
         pred = prob > threshold
         tp = int((pred & truth).sum())
         dice = scores_from_counts(tp, int(pred.sum()) - tp, int(truth.sum()) - tp, 0)["dice"]
-        labels = label_spores(prob, threshold)
+        labels = label_spores(prob, threshold, **post)
         row = {"image": item.name, "dice": dice, "count_pred": int(labels.max())}
         if item.name in truth_counts:
             row["count_true"] = truth_counts[item.name]
             counted.append((truth_counts[item.name],
-                            [int(label_spores(prob, t).max()) for t in COUNT_THRESHOLDS]))
+                            [int(label_spores(prob, t, **post).max()) for t in COUNT_THRESHOLDS]))
         if item.labels is not None:
             true_sizes.append(np.bincount(item.labels.ravel())[1:])
         pred_sizes.append(np.bincount(labels.ravel())[1:])
@@ -160,8 +172,11 @@ def write_report(model, data_dir, report_dir, threshold=0.5, tta=False, overwrit
               [[r.get(c, "") if c != "dice" else repr(float(r["dice"])) for c in columns]
                for r in rows])
     best = int(np.argmax(curve))
+    split = "relative" if settings["split_h"] is None else f"{settings['split_h']:g} px"
     lines = [f"# Evaluation report: {Path(data_dir)}", "",
-             f"{len(rows)} images, threshold {threshold:g}."]
+             f"{len(rows)} images, threshold {threshold:g}, split height {split}, smallest "
+             f"spore {post.get('min_area', MIN_AREA)} px"
+             f"{', test-time augmentation' if settings['tta'] else ''}."]
     if scores:
         shown = {k: v for k, v in scores.items() if not isinstance(v, (list, dict))}
         lines += ["", "Scores of `unet evaluate`:", "", "```", json.dumps(shown, indent=1), "```"]

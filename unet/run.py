@@ -227,7 +227,7 @@ class Config:
         :func:`unet.data.choose_min_area`, written into ``config.json``). With
         ``calibrate`` they are chosen on the validation split after training (threshold
         0.5, the relative split height and this ``min_area`` kept where they score as
-        well).
+        well). A model loaded by :func:`load_run` is used with them unless given others.
     calibrate : bool
         Choose ``threshold``, ``split_h`` and ``min_area`` on the validation split when
         it has instance labels or counts (:func:`unet.calibrate.calibrate_postprocessing`;
@@ -239,8 +239,9 @@ class Config:
         :func:`unet.predict.predict_tiled`: the maps of the flipped and turned tiles
         averaged, 3-6 times the prediction time): the calibration chooses the
         post-processing on augmented maps of the validation split, and ``predict`` and
-        ``evaluate`` of the run augment unless given ``--no-tta`` (from Python, pass
-        ``tta=config.tta`` as you pass ``threshold=config.threshold``). Off by default:
+        ``evaluate`` of the run augment unless given ``--no-tta`` (from Python: unless
+        given ``tta=False``, like the other settings a model loaded by :func:`load_run`
+        carries, :meth:`prediction_settings`). Off by default:
         on the other renderer's ten fields it raised object F1 from 0.875 to 0.893 and
         0.861 to 0.877 and cut the count error from 6.6 % to 3.2 % and 5.5 % to 5.3 %
         (training seeds 0 and 1), but on real cells it cost a little and on nuclei it
@@ -433,6 +434,14 @@ class Config:
         """A number of steps as whole epochs (at least 1)."""
         return max(1, -(-steps // self.steps_per_epoch))
 
+    def prediction_settings(self):
+        """What a model loaded by :func:`load_run` carries: ``flatten``, ``threshold``,
+        ``split_h``, ``min_area`` and ``tta`` (see
+        :func:`unet.model.attach_prediction_settings`)."""
+        from .model import PREDICTION_DEFAULTS
+
+        return {name: getattr(self, name) for name in PREDICTION_DEFAULTS}
+
     def postprocessing(self):
         """``threshold``, ``h`` and ``min_area`` as :func:`unet.count.label_spores` takes them."""
         from .count import MIN_AREA
@@ -623,10 +632,11 @@ def load_run(path):
 
     The model's geometry (depth, padding, skip, channels, classes) is then read from
     the config, after checking that the model computes what the config says
-    (:func:`unet.model.attach_architecture`), and the model carries the run's background
-    window (``Config.flatten``, :func:`unet.model.attach_flatten`): the functions that
-    prepare images for it (:func:`unet.evaluate.evaluate`,
-    :func:`unet.batch.predict_images`, ...) divide it out unless told otherwise.
+    (:func:`unet.model.attach_architecture`), and the model carries how its run predicts
+    (:meth:`Config.prediction_settings`: the background window, the calibrated threshold,
+    split height and smallest area, test-time augmentation): the functions that use it
+    (:func:`unet.evaluate.evaluate`, :func:`unet.batch.predict_images`, ...) follow them
+    unless given other values (:func:`unet.model.prediction_settings`).
 
     Parameters
     ----------
@@ -650,7 +660,7 @@ def load_run(path):
     """
     import keras
 
-    from .model import attach_architecture, attach_flatten
+    from .model import attach_architecture, attach_prediction_settings
 
     path = resolve_model_path(path)
     model_path = path / "model.keras" if path.is_dir() else path
@@ -677,5 +687,5 @@ def load_run(path):
     config = Config.load(config_path, run=True) if config_path.exists() else None
     if config is not None:
         attach_architecture(model, config.architecture())
-        attach_flatten(model, config.flatten)
+        attach_prediction_settings(model, config.prediction_settings())
     return model, config
