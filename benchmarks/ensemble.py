@@ -31,11 +31,11 @@ from unet.predict import predict_many, predict_tiled
 from unet.run import load_run
 
 
-def average_model(runs):
-    """One Functional model whose output is the mean of the maps of the runs' models."""
+def average_model(runs, loaded):
+    """One Functional model whose output is the mean of the maps of the runs' models
+    (``loaded``: what :func:`load_run` gave for each run); and the first run's config."""
     import keras
 
-    loaded = [load_run(run) for run in runs]
     first = loaded[0][1]
     for run, (_, config) in zip(runs, loaded):
         if config is None or (config.architecture(), config.flatten) != (
@@ -86,14 +86,14 @@ def main(argv=None):
         parser.error("give at least two runs")
     data = args.data.resolve()
     results = {}
-    for run in args.runs:
-        model, config = load_run(run)  # with its own calibrated post-processing
+    loaded = [load_run(run) for run in args.runs]  # each with its own post-processing
+    for run, (model, config) in zip(args.runs, loaded):
         results[f"{run.name} alone"] = {"post": config.prediction_settings(),
                                         **scores(model, data)}
         print(run.name, results[f"{run.name} alone"], flush=True)
+    ensemble, config = average_model(args.runs, loaded)
     for tta in (False, True) if args.tta else (False,):
-        ensemble, config = average_model(args.runs)
-        post = calibrated(ensemble, config, data, tta)
+        post = calibrated(ensemble, config, data, tta)  # replaces the settings it carries
         name = f"mean of {len(args.runs)}{', tta' if tta else ''}"
         results[name] = {"post": post, **scores(ensemble, data)}
         print(name, results[name], flush=True)

@@ -27,9 +27,12 @@ def rows(path):
 
 
 def test_labels_rois_and_table_agree_spore_by_spore(tmp_path, model, plain_run, sample_dir):
+    from unet.run import Config
+
     images = sorted((sample_dir / "test" / "images").glob("*.png"))
     out = tmp_path / "out"
     summary = predict_images(model, images, out, probability=True)
+    threshold = Config.load(plain_run[0] / "config.json", run=True).threshold  # the run's
     spores = rows(out / "spores.csv")
     table = rows(out / "summary.csv")
     assert list(table[0]) == list(SUMMARY_COLUMNS)
@@ -52,7 +55,7 @@ def test_labels_rois_and_table_agree_spore_by_spore(tmp_path, model, plain_run, 
         prob = tifffile.imread(out / f"{name}_prob.tif")
         assert prob.dtype == np.float32 and prob.shape == labels.shape
         mask = np.asarray(Image.open(out / f"{name}_mask.png")) > 0
-        np.testing.assert_array_equal(mask, prob > load_run(plain_run[0])[1].threshold)
+        np.testing.assert_array_equal(mask, prob > threshold)
         assert not any(k.endswith(("_um", "_um2")) for k in mine[0]) if mine else True
 
 

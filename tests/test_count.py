@@ -98,6 +98,7 @@ def test_specks_are_dropped_and_holes_filled():
     assert labels[6, 6] == 0 and labels[50, 50] == 0
     assert np.count_nonzero(labels) == np.count_nonzero(draw((60, 60), ("disk", (30, 30), 10)))
     assert label_spores(mask, min_area=5).max() == 2  # the 9-pixel speck is kept now
+    np.testing.assert_array_equal(label_spores(mask, min_area=None), labels)  # None: MIN_AREA
     assert label_spores(mask, fill_holes=False)[30, 30] == 0
     assert MIN_AREA > 9
 

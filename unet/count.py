@@ -290,8 +290,9 @@ def label_spores(prob_or_mask, threshold=0.5, min_area=MIN_AREA, split=True, h=S
         ``(height, width)`` probabilities (float) or binary mask (bool/integer).
     threshold : float
         Probability above which a pixel is spore (floats only).
-    min_area : int
-        Regions (and split pieces) smaller than this many pixels are dropped.
+    min_area : int or None
+        Regions (and split pieces) smaller than this many pixels are dropped (None:
+        :data:`MIN_AREA`).
     split : bool
         Separate touching spores (distance transform + h-maxima + watershed).
     h : float or None
@@ -309,6 +310,7 @@ def label_spores(prob_or_mask, threshold=0.5, min_area=MIN_AREA, split=True, h=S
         peak of hole filling and labelling): every region is split on its own (see
         :func:`split_touching`).
     """
+    min_area = MIN_AREA if min_area is None else min_area
     mask = to_mask(prob_or_mask, threshold)
     if fill_holes:
         mask = ndi.binary_fill_holes(mask)

@@ -199,22 +199,20 @@ def evaluate(model, data_dir, threshold=FROM_MODEL, tta=FROM_MODEL, count=True, 
         over images of :func:`unet.count.relative_count_error`). ``per_image`` rows.
     """
     data_dir = Path(data_dir)
-    chosen = prediction_settings(model, threshold=threshold, tta=tta, min_area=min_area,
-                                 split_h=split_h, flatten=flatten)
-    threshold, min_area, split_h = chosen["threshold"], chosen["min_area"], chosen["split_h"]
+    post = prediction_settings(model, threshold=threshold, min_area=min_area, split_h=split_h)
+    threshold = post["threshold"]
     truth_counts = read_counts(data_dir, [p.name for p in find_pairs(data_dir)]) if count else {}
-    post = {k: v for k, v in (("min_area", min_area), ("h", split_h)) if v is not None}
     totals = np.zeros(4, dtype=np.int64)
     objects = np.zeros((3, len(AP_THRESHOLDS)), dtype=np.int64)  # tp, fp, fn
     per_image, aps, sources = [], [], set()
-    for item in iter_predictions(model, data_dir, tta=chosen["tta"], progress=progress,
-                                 flatten=chosen["flatten"]):
+    # tta and flatten: resolved by iter_predictions
+    for item in iter_predictions(model, data_dir, tta=tta, progress=progress, flatten=flatten):
         pred = item.prob > threshold
         counts = np.asarray(confusion_counts(item.truth, pred), dtype=np.int64)
         totals += counts
         row = {"image": item.name, **scores_from_counts(*counts)}
         if count:
-            pred_labels = label_spores(item.prob, threshold=threshold, **post)
+            pred_labels = label_spores(item.prob, threshold, post["min_area"], h=post["split_h"])
             truth, source = true_instances(item)
             sources.add(source)
             scores = object_scores(truth, pred_labels)

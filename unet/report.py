@@ -103,8 +103,7 @@ def write_report(model, data_dir, report_dir, threshold=FROM_MODEL, tta=FROM_MOD
     settings = prediction_settings(model, threshold=threshold, tta=tta, flatten=flatten,
                                    min_area=min_area, split_h=split_h)
     threshold = settings["threshold"]
-    post = {k: v for k, v in (("min_area", settings["min_area"]), ("h", settings["split_h"]))
-            if v is not None}
+    post = {"min_area": settings["min_area"], "h": settings["split_h"]}  # label_spores's
     truth_counts = read_counts(data_dir, [p.name for p in find_pairs(data_dir)])
     totals = np.zeros((len(THRESHOLDS), 4), np.int64)
     counted, rows, kept, true_sizes, pred_sizes = [], [], [], [], []
@@ -175,7 +174,7 @@ def write_report(model, data_dir, report_dir, threshold=FROM_MODEL, tta=FROM_MOD
     split = "relative" if settings["split_h"] is None else f"{settings['split_h']:g} px"
     lines = [f"# Evaluation report: {Path(data_dir)}", "",
              f"{len(rows)} images, threshold {threshold:g}, split height {split}, smallest "
-             f"spore {post.get('min_area', MIN_AREA)} px"
+             f"spore {MIN_AREA if post['min_area'] is None else post['min_area']} px"
              f"{', test-time augmentation' if settings['tta'] else ''}."]
     if scores:
         shown = {k: v for k, v in scores.items() if not isinstance(v, (list, dict))}
