@@ -166,6 +166,9 @@ def test_train_flags_reach_the_config(monkeypatch, capsys, tmp_path, sample_dir)
     config = seen["config"]
     assert (config.foreground_fraction, config.crop_size, config.steps) == (0.25, 60, 7)
     assert config.flatten == "auto"  # the default
+    assert_user_error(capsys, ["train", "--data", sample_dir, "--out", tmp_path / "r"],
+                      "stopped here by the test")
+    assert seen["config"].steps == "auto"  # the default
     for flag, value in (("61", 61), ("auto", "auto"), ("off", None)):
         assert_user_error(capsys, ["train", "--data", sample_dir, "--out", tmp_path / "r",
                                    "--flatten", flag], "stopped here by the test")
@@ -173,6 +176,13 @@ def test_train_flags_reach_the_config(monkeypatch, capsys, tmp_path, sample_dir)
     with pytest.raises(SystemExit, match="2"):  # argparse's own exit
         main(["train", "--data", str(sample_dir), "--out", str(tmp_path / "r"), "--flatten", "on"])
     assert "--flatten: expected a window in pixels, auto or off" in capsys.readouterr().err
+    for flag, value in (("1200", 1200), ("auto", "auto")):
+        assert_user_error(capsys, ["train", "--data", sample_dir, "--out", tmp_path / "r",
+                                   "--steps", flag], "stopped here by the test")
+        assert seen["config"].steps == value
+    with pytest.raises(SystemExit, match="2"):
+        main(["train", "--data", str(sample_dir), "--out", str(tmp_path / "r"), "--steps", "lots"])
+    assert "--steps: expected a number of steps or auto" in capsys.readouterr().err
     assert seen["config"].tta is False  # the default
     for flag, value in (("--tta", True), ("--no-tta", False)):
         assert_user_error(capsys, ["train", "--data", sample_dir, "--out", tmp_path / "r", flag],

@@ -55,6 +55,26 @@ def test_the_training_window_sets_the_tile_and_is_chosen_from_the_data(sample_di
     assert Config(crop_size=window).tile_size == 220
 
 
+def test_auto_steps_spend_about_the_same_pixels_on_any_training_window():
+    from unet.run import MAX_AUTO_STEPS, TRAINING_PIXELS, choose_steps
+
+    assert Config().steps == "auto"
+    assert choose_steps(220, 8) == 3000  # the largest window crop_size=None chooses
+    assert choose_steps(188, 8) == 4100  # the 100 px spore crops: 4108 rounded to an epoch
+    assert choose_steps(188, 16) == 2100 and choose_steps(188, 8, 50) == 4100
+    assert choose_steps(300, 8) == 1600  # a larger explicit window gets fewer steps
+    for tile in (124, 148, 188, 220, 284, 540):
+        steps = choose_steps(tile, 8)
+        assert steps % 100 == 0 and 100 <= steps <= MAX_AUTO_STEPS
+        if steps < MAX_AUTO_STEPS:  # within half an epoch of the budget
+            assert abs(steps * 8 * tile**2 - TRAINING_PIXELS) <= 50 * 8 * tile**2
+    assert choose_steps(60, 8) == MAX_AUTO_STEPS  # tiny tiles: a step has a fixed cost too
+    assert choose_steps(4000, 8) == 100  # at least one epoch
+    assert Config().quick().steps == 40
+    with pytest.raises(ValueError, match='"auto" is chosen when training starts'):
+        Config().epochs  # noqa: B018
+
+
 def test_config_round_trip_and_unknown_keys(tmp_path):
     config = Config(filters=8, loss="dice", train_limit=10)
     config.save(tmp_path / "config.json")
@@ -339,7 +359,7 @@ def test_without_instance_truth_the_calibration_is_skipped_with_one_line(tmp_pat
         ({"dropout": "x"}, "dropout`? must be a number"),
         ({"depth": 24}, "depth`? must be a positive integer no larger than 6"),
         ({"filters": 10**6}, "filters`? must be a positive integer no larger than 512"),
-        ({"steps": "3000"}, "steps`? must be a positive integer, got '3000'"),
+        ({"steps": "3000"}, 'steps`? must be a positive integer or "auto", got \'3000\''),
         ({"dropout": 1.0}, "dropout`? must be at least 0 and below 1"),
         ({"seed": -1}, "seed`? must be at least 0"),
         ({"flatten": 2}, "flatten`? must be at least 3 and no larger than 4096"),
@@ -419,6 +439,19 @@ def test_flatten_auto_takes_its_window_from_the_objects_or_stays_off(tmp_path, m
     assert Config.from_dict(Config(flatten="auto").to_dict()).flatten == "auto"
     with pytest.raises(ValueError, match='"auto" is chosen when training starts'):
         divide_background(np.ones((8, 8)), "auto")  # an unresolved config at prediction
+
+
+def test_auto_steps_are_chosen_from_the_training_tile_and_saved(tmp_path, monkeypatch):
+    import unet.run
+    from unet.data import choose_crop_size, load_folder
+
+    data = disk_data(tmp_path / "dark", 40, 200)
+    tile = Config(crop_size=choose_crop_size(load_folder(data / "train"), 3)).tile_size
+    monkeypatch.setattr(unet.run, "TRAINING_PIXELS", 6 * 2 * tile**2)  # six steps of two tiles
+    config = Config(steps_per_epoch=3, batch_size=2, flatten=None, calibrate=False)
+    result = train(config, data, tmp_path / "run")
+    assert result["config"].tile_size == tile and result["config"].steps == 6 == result["steps"]
+    assert Config.load(tmp_path / "run" / "config.json").steps == 6  # what a resume compares
 
 
 def test_whole_numbers_written_as_floats_are_read_as_integers():

@@ -151,6 +151,7 @@ _LAZY = {
     # run folders and files in, files out (``unet.train`` and ``unet.evaluate`` are
     # the modules of those names)
     "Config": "run",
+    "choose_steps": "run",
     "load_run": "run",
     "shipped_models": "run",
     "predict_images": "batch",

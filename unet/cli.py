@@ -151,8 +151,10 @@ def _add_train(sub):
     p.add_argument("--data", required=True, type=Path, metavar="DIR", help="data folder")
     p.add_argument("--out", required=True, type=Path, metavar="RUN",
                    help="run directory: model.keras, config.json, history.csv, curves.png, logs/")
-    p.add_argument("--steps", type=int, metavar="N",
-                   help="optimiser steps (overrides the config; default 3000)")
+    p.add_argument("--steps", type=_steps, metavar="N|auto",
+                   help="optimiser steps (overrides the config). auto (default): about the "
+                        "time of 3000 steps of the largest training window, so more steps "
+                        "for smaller windows (4100 for 100 px crops, 3000 for 132 px)")
     p.add_argument("--crop-size", type=int, metavar="PX",
                    help="side of the training window in output pixels (default: chosen from "
                         "the data: the largest crop, or room for the context and 3 objects)")
@@ -219,6 +221,9 @@ def _train(args):
         f"{'resumed and ' if result['resumed'] else ''}trained {result['steps']} steps "
         f"({best}{result['seconds']:.0f} s, {result['precision']}): {result['model']}"
     )
+    if config.steps == "auto" and not args.quick:
+        print(f"steps auto: {result['config'].steps} steps of {result['config'].tile_size} px "
+              "tiles")
     if config.flatten == "auto":
         chosen = result["config"].flatten
         print(f"flatten auto: a background window of {chosen} px" if chosen else
@@ -380,6 +385,16 @@ def _add_predict(sub):
 
 #: unet.count.MIN_AREA, written here so that --help imports no scipy (a test checks they agree)
 _MIN_AREA = 16
+
+
+def _steps(text):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of steps or auto, e.g. 3000; got {text!r}") from None
 
 
 def _window(text):

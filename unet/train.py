@@ -29,7 +29,7 @@ from .errors import NaNLossError, UsageError
 from .io import (LOCK_NAME, atomic_path, check_data_dir, folder_lock, is_temporary_name, listing,
                  read_counts)
 from .predict import predict_many, predict_tiled
-from .run import Config, load_run, prepare_run_dir, read_history  # noqa: F401  (public here too)
+from .run import Config, choose_steps, load_run, prepare_run_dir, read_history  # noqa: F401  (public here too)
 
 
 class _EpochTimer(keras.callbacks.Callback):
@@ -434,6 +434,9 @@ def train(
             config, crop_size=data.choose_crop_size(train_set, config.depth, config.padding))
     if config.min_area is None:
         config = dataclasses.replace(config, min_area=data.choose_min_area(train_set))
+    if config.steps == "auto":
+        config = dataclasses.replace(config, steps=choose_steps(
+            config.tile_size, config.batch_size, config.steps_per_epoch))
     role = multiworker_role() if strategy == "multiworker" else None
     chief_dir = Path(out_dir)
     # one process per run folder: the chief's (or the only) process owns it
