@@ -66,7 +66,7 @@ def main(argv=None):
 
     import dataclasses
 
-    config = Config()
+    config = Config(crop_size=100)  # the window crop_size=None chooses for the spore crops
     config = dataclasses.replace(config, depth=args.depth or config.depth,
                                  filters=args.filters or config.filters)
     batch = args.batch or config.batch_size

@@ -4,7 +4,8 @@
                                      [--models spore,paper] [--paper-batch 1]
 
 For the default spore model (``unet.train.Config()``: its training tile, batch size
-and loss; also a sweep of train-step speed over batch sizes) and the documented 572 -> 388 paper model (31M parameters, softmax over 2
+and loss; also sweeps of train-step speed over batch sizes and over training windows, the
+latter beside the steps and minutes the default budget, ``steps="auto"``, gives each) and the documented 572 -> 388 paper model (31M parameters, softmax over 2
 classes), in each precision: forward images/s and train-step images/s, and the
 GFLOP/s they achieve, with the FLOPs counted from the layers
 (:func:`unet.count_flops`; a train step = 3 forward passes). Beside them, an
@@ -27,8 +28,11 @@ POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"
 MATMUL_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
-def build(name, policy, paper_batch, jit=False):
-    """(model, tile, batch, loss, classes) for 'spore' or 'paper' under a dtype policy."""
+def build(name, policy, paper_batch, jit=False, window=100):
+    """(model, tile, batch, loss, classes) for 'spore' or 'paper' under a dtype policy.
+
+    The spore model's tile is the one of a ``window`` px training window (100: what
+    ``crop_size=None`` chooses for the spore crops, a 188 px tile)."""
     import keras
 
     from unet import losses, unet_model
@@ -37,7 +41,7 @@ def build(name, policy, paper_batch, jit=False):
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(0)
     if name == "spore":
-        config = Config()
+        config = Config(crop_size=window)
         model = config.build_model()
         loss, batch, tile, classes = losses.get_loss(config.loss), config.batch_size, \
             config.tile_size, config.num_classes
@@ -49,13 +53,14 @@ def build(name, policy, paper_batch, jit=False):
     return model, tile, batch, classes
 
 
-def measure(name, precision, repeats, paper_batch, batch=None, jit=False):
+def measure(name, precision, repeats, paper_batch, batch=None, jit=False, window=100):
     import numpy as np
     import tensorflow as tf
 
     from unet import count_flops
 
-    model, tile, default_batch, classes = build(name, POLICIES[precision], paper_batch, jit)
+    model, tile, default_batch, classes = build(name, POLICIES[precision], paper_batch, jit,
+                                                window)
     batch = batch or default_batch
     out = model.compute_output_shape((batch, tile, tile, 3))[1]
     rng = np.random.default_rng(0)
@@ -89,6 +94,10 @@ def main(argv=None):
     parser.add_argument("--matmul", type=int, default=2048, help="matmul size n (2048)")
     parser.add_argument("--spore-batches", default="4,8,16",
                         help="batch sizes for the spore model's train-step sweep (4,8,16)")
+    parser.add_argument("--spore-windows", default="36,60,100,132,196",
+                        help="training windows (px) for the spore model's train-step sweep "
+                        "over tile sizes, beside the steps the default budget gives each "
+                        "(36,60,100,132,196; empty: skip)")
     parser.add_argument("--no-xla", action="store_true",
                         help="skip the spore train step compiled with XLA (jit_compile=True)")
     args = parser.parse_args(argv)
@@ -137,6 +146,27 @@ def main(argv=None):
         print("spore model train step, images/s by batch size:")
         print(table([(r["batch"], r["precision"], fmt(r["train_images_per_s"], 1))
                      for r in sweep], ("batch", "precision", "train img/s")))
+    if args.spore_windows:
+        from unet.run import choose_steps
+
+        sweep = []
+        for window in (int(w) for w in args.spore_windows.split(",")):
+            for precision in precisions:
+                r = measure("spore", precision, args.repeats, args.paper_batch, window=window)
+                step = r["batch"] / r["train_images_per_s"]["median"]  # seconds
+                steps = choose_steps(r["tile"], r["batch"])
+                sweep.append({"window": window, "tile": r["tile"], "precision": precision,
+                              "step_seconds": step,
+                              "us_per_tile_pixel": 1e6 * step / (r["batch"] * r["tile"] ** 2),
+                              "auto_steps": steps, "auto_minutes": steps * step / 60})
+                keras.backend.clear_session()
+        result["spore_tile_sweep"] = sweep
+        print("spore model train step by training window (batch 8), and the default budget "
+              "(steps='auto': unet.run.choose_steps) in minutes of train steps alone:")
+        print(table([(r["window"], r["tile"], r["precision"], f"{1000 * r['step_seconds']:.0f}",
+                      f"{r['us_per_tile_pixel']:.3f}", r["auto_steps"], f"{r['auto_minutes']:.1f}")
+                     for r in sweep], ("window", "tile", "precision", "ms/step",
+                                       "us/tile px", "auto steps", "auto min")))
     if not args.no_xla:
         xla = []
         for precision in precisions:

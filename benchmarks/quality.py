@@ -220,7 +220,7 @@ def main(argv=None):
     from unet.train import Config, resolve_precision
 
     policy = resolve_precision(args.precision)
-    config = Config()
+    config = Config(crop_size=100)  # the window crop_size=None chooses for the spore crops
     root = Path(args.data)
     samples = data.load_folder(root / "train", channels=config.channels)
     val = data.load_folder(root / "val", channels=config.channels)

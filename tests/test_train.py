@@ -68,7 +68,7 @@ def test_auto_steps_spend_about_the_same_pixels_on_any_training_window():
         assert steps % 100 == 0 and 100 <= steps <= MAX_AUTO_STEPS
         if steps < MAX_AUTO_STEPS:  # within half an epoch of the budget
             assert abs(steps * 8 * tile**2 - TRAINING_PIXELS) <= 50 * 8 * tile**2
-    assert choose_steps(60, 8) == MAX_AUTO_STEPS  # tiny tiles: a step has a fixed cost too
+    assert choose_steps(60, 8) == MAX_AUTO_STEPS  # tiny tiles: capped, not 40000 steps
     assert choose_steps(4000, 8) == 100  # at least one epoch
     assert Config().quick().steps == 40
     with pytest.raises(ValueError, match='"auto" is chosen when training starts'):

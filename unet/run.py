@@ -97,7 +97,10 @@ AUTO = {"flatten", "steps"}
 #: 4100 for the 100 px spore crops.
 TRAINING_PIXELS = 3000 * 8 * 220 ** 2
 
-#: Most steps the budget gives, however small the tile (a step also has a fixed cost).
+#: Most steps the budget gives, however small the tile: the longest default-sized run
+#: measured (6000 steps of the 100 px spore crops, benchmarks/README.md). Small tiles cost
+#: less per pixel, not more (0.21 us per tile pixel at 124 px, 0.28 at 220 px, 0.31 at
+#: 284 px: benchmarks/model_speed.py), so a capped run is also a short one.
 MAX_AUTO_STEPS = 6000
 
 
