@@ -29,7 +29,8 @@ from .errors import NaNLossError, UsageError
 from .io import (LOCK_NAME, atomic_path, check_data_dir, folder_lock, is_temporary_name, listing,
                  read_counts)
 from .predict import predict_many, predict_tiled
-from .run import Config, choose_steps, load_run, prepare_run_dir, read_history  # noqa: F401  (public here too)
+from .run import (Config, choose_steps, load_run, prepare_run_dir,  # noqa: F401  (public here too)
+                  read_history)
 
 
 class _EpochTimer(keras.callbacks.Callback):
