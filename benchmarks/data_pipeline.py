@@ -66,12 +66,15 @@ def main(argv=None):
 
     import dataclasses
 
-    config = Config(crop_size=100)  # the window crop_size=None chooses for the spore crops
+    config = Config()
     config = dataclasses.replace(config, depth=args.depth or config.depth,
                                  filters=args.filters or config.filters)
+    samples = data.load_folder(f"{args.data}/train", channels=config.channels, limit=args.limit)
+    # the training window train chooses for these crops (crop_size=None): 100 for the spores
+    config = dataclasses.replace(config, crop_size=data.choose_crop_size(
+        samples, config.depth, config.padding))
     batch = args.batch or config.batch_size
     tile, out = config.tile_size, config.output_tile_size
-    samples = data.load_folder(f"{args.data}/train", channels=config.channels, limit=args.limit)
     result = {"machine": machine(), "tile": tile, "out": out, "batch": batch,
               "filters": config.filters, "depth": config.depth, "crops": len(samples)}
     print(f"{len(samples)} training crops, {config.filters} filters, depth {config.depth}, "

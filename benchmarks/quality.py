@@ -220,10 +220,16 @@ def main(argv=None):
     from unet.train import Config, resolve_precision
 
     policy = resolve_precision(args.precision)
-    config = Config(crop_size=100)  # the window crop_size=None chooses for the spore crops
     root = Path(args.data)
-    samples = data.load_folder(root / "train", channels=config.channels)
-    val = data.load_folder(root / "val", channels=config.channels)
+    channels = Config().channels
+    samples = data.load_folder(root / "train", channels=channels)
+    val = data.load_folder(root / "val", channels=channels)
+
+    def windowed(cfg):  # the training window train chooses (crop_size=None): 100 for spores
+        return dataclasses.replace(cfg, crop_size=data.choose_crop_size(samples, cfg.depth,
+                                                                        cfg.padding))
+
+    config = windowed(Config())
     result = {"machine": machine(), "budget_s": args.budget, "precision": policy,
               "train_crops": len(samples), "methods": {}}
     methods = args.methods.split(",")
@@ -232,10 +238,10 @@ def main(argv=None):
         variant = re.fullmatch(r"f(\d+)d(\d+)", name)
         if name in ("default", "paper") or variant:
             if variant:  # e.g. f16d4: the default config with 16 filters, depth 4
-                cfg = dataclasses.replace(config, filters=int(variant[1]),
-                                          depth=int(variant[2]))
+                cfg = windowed(dataclasses.replace(config, filters=int(variant[1]),
+                                                   depth=int(variant[2])))
             elif name == "paper":  # unet_model's defaults: 64 filters, depth 4
-                cfg = dataclasses.replace(config, filters=64, depth=4)
+                cfg = windowed(dataclasses.replace(config, filters=64, depth=4))
             else:
                 cfg = config
             model, seconds, steps, best = train_tiled(cfg, samples, val, args.budget, policy)
