@@ -15,7 +15,14 @@ from skimage.measure import regionprops
 
 import unet
 from unet.cli import main
-from unet.spores import SporeStyle, generate_dataset, render_crop, render_field, render_split
+from unet.spores import (
+    SPLITS,
+    SporeStyle,
+    generate_dataset,
+    render_crop,
+    render_field,
+    render_split,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_DEBRIS = replace(SporeStyle(), specks=0.0, fibres=0.0, clumps=0.0)
@@ -95,6 +102,15 @@ def test_halo_is_bright_and_outside_the_mask():
         far.append(gray[outside > 8])
     inside, ring, far = (np.median(np.concatenate(x)) for x in (inside, ring, far))
     assert ring > far + 5 > inside + 10
+
+
+def test_a_spore_cut_by_the_border_and_a_spore_on_top_stays_one_piece():
+    # crop_00599 of the default training split (seed 0) once showed one spore as two
+    # pieces: the border cut it where another spore lay on top of it
+    train = np.random.SeedSequence(0).spawn(len(SPLITS))[SPLITS.index("train")]
+    _, labels = render_crop(train.spawn(600)[599])
+    for k in range(1, int(labels.max()) + 1):
+        assert ndimage.label(labels == k)[1] == 1, f"spore {k} is in pieces"
 
 
 def test_field_shape_count_and_touching_spores():

@@ -227,8 +227,9 @@ def _place_spores(rng, shape, n, style, margin, central_first):
     beyond each side so that spores cut by the border are handled like the others.
     Each spore is free (``style.gap`` away from all others), touching one existing
     spore or overlapping one (drawn on top of it, sharing at most
-    ``style.max_overlap`` of the smaller area and leaving the one below in one piece
-    with at least ``1 - style.max_overlap`` of its area visible).
+    ``style.max_overlap`` of the smaller area and leaving the one below in one piece,
+    also within the image, with at least ``1 - style.max_overlap`` of its area visible),
+    so every label is one connected region.
     """
     from scipy import ndimage
 
@@ -293,6 +294,9 @@ def _place_spores(rng, shape, n, style, margin, central_first):
             if np.count_nonzero(rest) < (1 - style.max_overlap) * areas[j]:
                 return None
             if ndimage.label(rest)[1] != 1:
+                return None
+            # nor in two pieces within the image, where the border cuts it
+            if ndimage.label(rest[margin : margin + h, margin : margin + w])[1] > 1:
                 return None
         elif common:
             return None
