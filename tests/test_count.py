@@ -404,3 +404,16 @@ def test_the_smallest_object_follows_the_objects_size():
     assert min_area_for_areas([300, 511, 2000]) == int(MIN_AREA_FRACTION * 511) == 51
     assert min_area_for_areas([2355] * 3) == 235  # large nuclei: specks of 200 px go
     assert min_area_for_areas([20, 30]) == MIN_AREA  # never below the fixed floor
+
+
+def test_an_unset_smallest_object_is_the_fixed_floor():
+    from unet.count import count_labels, resolve_min_area
+    from unet.run import Config
+
+    assert resolve_min_area(None) == MIN_AREA and resolve_min_area(40) == 40
+    # a run saved before runs chose their own smallest object carries None
+    assert Config(min_area=None).postprocessing()["min_area"] == MIN_AREA
+    mask = np.zeros((40, 40), bool)
+    mask[disk((10, 10), 1.5)] = True  # 9 px: a speck under the floor
+    mask[disk((28, 28), 4)] = True  # 49 px
+    assert count_labels(label_spores(mask, min_area=None)) == 1

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from .count import MIN_AREA, SPLIT_H, label_spores
-from .errors import UsageError, check_choice
+from .errors import check_choice
 from .image import BACKGROUND_SIZE, estimate_background, to_gray  # noqa: F401 (public here too)
 
 MIN_SOLIDITY = 0.8

@@ -46,7 +46,13 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from scipy import ndimage as ndi
 
-from .count import MIN_AREA, split_height_for_areas, label_spores, label_strips, measure_spores
+from .count import (
+    label_spores,
+    label_strips,
+    measure_spores,
+    resolve_min_area,
+    split_height_for_areas,
+)
 from .errors import UsageError
 from .image import PreparedImage, image_extremes, percentile_sample, to_channels
 from .imagefile import (check_channels, check_image_channels, check_pixel_size, pixel_size_for,
@@ -324,7 +330,7 @@ def predict_images(model, inputs, out_dir, threshold=FROM_MODEL, tta=FROM_MODEL,
         chosen[k] for k in ("threshold", "tta", "min_area", "split_h", "flatten"))
     if not 0 < float(threshold) < 1:
         raise UsageError(f"`threshold` must be between 0 and 1, got {threshold}.")
-    min_area, max_area = check_areas(MIN_AREA if min_area is None else min_area, max_area)
+    min_area, max_area = check_areas(resolve_min_area(min_area), max_area)
     pixel_size = check_pixel_size(pixel_size)
     channel = check_channels(channel)
     if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size

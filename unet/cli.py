@@ -256,7 +256,7 @@ def _add_model_options(p):
 def _postprocessing(args, model):
     """threshold, split_h, min_area and tta: the flags, else what the model's run chose
     (:func:`unet.model.prediction_settings`)."""
-    from .count import MIN_AREA
+    from .count import resolve_min_area
     from .model import FROM_MODEL, prediction_settings
 
     if args.threshold is not None and not 0 < args.threshold < 1:
@@ -269,8 +269,7 @@ def _postprocessing(args, model):
         name: FROM_MODEL if value is None else value
         for name, value in (("threshold", args.threshold), ("split_h", args.split_h),
                             ("min_area", args.min_area), ("tta", args.tta))})
-    if chosen["min_area"] is None:  # a run saved before min_area was chosen in training
-        chosen["min_area"] = MIN_AREA
+    chosen["min_area"] = resolve_min_area(chosen["min_area"])  # older runs carry None
     return chosen
 
 

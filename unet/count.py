@@ -260,6 +260,16 @@ def split_touching(mask, h=SPLIT_H):
     return regions
 
 
+def resolve_min_area(min_area):
+    """``min_area``, or :data:`MIN_AREA` for None (the labelling's own smallest object,
+    which a run saved before it chose its own carries).
+
+    >>> resolve_min_area(None), resolve_min_area(40)
+    (16, 40)
+    """
+    return MIN_AREA if min_area is None else min_area
+
+
 def min_area_for_areas(areas, fraction=MIN_AREA_FRACTION):
     """The smallest object for objects of these areas (pixels): ``fraction`` of their
     median, rounded down, and at least :data:`MIN_AREA` (``MIN_AREA`` without objects).
@@ -310,7 +320,7 @@ def label_spores(prob_or_mask, threshold=0.5, min_area=MIN_AREA, split=True, h=S
         peak of hole filling and labelling): every region is split on its own (see
         :func:`split_touching`).
     """
-    min_area = MIN_AREA if min_area is None else min_area
+    min_area = resolve_min_area(min_area)
     mask = to_mask(prob_or_mask, threshold)
     if fill_holes:
         mask = ndi.binary_fill_holes(mask)

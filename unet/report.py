@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .count import MIN_AREA, label_spores, relative_count_error
+from .count import label_spores, relative_count_error, resolve_min_area
 from .evaluate import iter_predictions
 from .io import find_pairs, read_counts, write_csv, write_text
 from .metrics import scores_from_counts
@@ -174,7 +174,7 @@ def write_report(model, data_dir, report_dir, threshold=FROM_MODEL, tta=FROM_MOD
     split = "relative" if settings["split_h"] is None else f"{settings['split_h']:g} px"
     lines = [f"# Evaluation report: {Path(data_dir)}", "",
              f"{len(rows)} images, threshold {threshold:g}, split height {split}, smallest "
-             f"spore {MIN_AREA if post['min_area'] is None else post['min_area']} px"
+             f"spore {resolve_min_area(post['min_area'])} px"
              f"{', test-time augmentation' if settings['tta'] else ''}."]
     if scores:
         shown = {k: v for k, v in scores.items() if not isinstance(v, (list, dict))}

@@ -486,10 +486,10 @@ class Config:
 
     def postprocessing(self):
         """``threshold``, ``h`` and ``min_area`` as :func:`unet.count.label_spores` takes them."""
-        from .count import MIN_AREA
+        from .count import resolve_min_area
 
         return {"threshold": self.threshold, "h": self.split_h,
-                "min_area": MIN_AREA if self.min_area is None else self.min_area}
+                "min_area": resolve_min_area(self.min_area)}
 
     def build_model(self):
         """The (untrained, uncompiled) fully convolutional model of this config."""
