@@ -1,68 +1,204 @@
 """How the calibration's choice on the validation split holds on the test split.
 
-    python benchmarks/calibration_rule.py RUN DATA [RUN DATA ...]
+    python benchmarks/calibration_rule.py RUN DATA [RUN DATA ...] [--touching 10,25,50]
 
-For each trained run (a run directory) and its data folder (``val/`` and ``test/`` with
-instance labels, or masks whose components are the objects), the grid that
-``unet.calibrate.calibrate_postprocessing`` searches is scored on both splits. Printed per
-run: the test object F1 at IoU 0.5 and mean count error of the defaults, of the single
-best setting on validation (the rule before ``plateau_choice``) and of the setting whose
-neighbourhood scores best (``plateau_choice``, the rule now). Each choice keeps the
-defaults where they score as well on validation, as the calibration does.
+For each trained run (a run directory) and its data folder (``val/`` and ``test/``, and
+``fields/`` where there is one, with instance labels, or masks whose components are the
+objects), the grid that ``unet.calibrate.calibrate_postprocessing`` searches is scored on
+the validation split, and each rule's choice is then scored on the test split (and the
+fields). Printed per run and split: the object F1 at IoU 0.5 and mean count error of
+
+* the defaults (threshold 0.5, the relative split height, the run's smallest object
+  from its training objects, as ``train`` sets it before calibrating);
+* the single best setting on validation (the rule before ``plateau_choice``);
+* ``plateau_choice`` (the rule now);
+* the same with the nearest setting of the grid standing in for neighbours beyond an
+  edge (``plateau_in(..., edges="nearest")``), and with a neighbourhood along the
+  threshold and split height only (each smallest area scored on its own);
+* ``plateau_choice`` over the thresholds and smallest areas only, the split height kept
+  relative; and that choice where the validation truth holds fewer than N objects
+  touching another, the plateau_choice of the whole grid otherwise
+  (``--touching``: the split height changes only how touching objects are cut, so
+  without them the validation split cannot tell one split height from another).
+
+Every choice keeps the defaults where they score as well on validation, as the
+calibration does. Where the data has four fields or more, a second table: the
+calibration of ``train`` run on two annotated fields instead of the validation split
+(each pair of consecutive fields in turn), scored on the other fields beside the run's
+own choice. The validation objects and how many of them touch another are printed
+beside.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from common import table
 
 from unet import calibrate as C
-from unet.data import load_folder, object_labels
+from unet.count import count_labels, label_spores, object_scores, relative_count_error
+from unet.data import choose_min_area, load_folder, object_labels
 from unet.predict import predict_many
 from unet.run import load_run
 
 
-def grids(run, data):
-    """Validation and test scores of every grid setting, of the defaults, the grid axes."""
+def touching_objects(labels):
+    """How many objects of a label image touch another (8-neighbourhood)."""
+    labels = np.asarray(labels)
+    above = ndi.maximum_filter(labels, size=3)
+    below = ndi.minimum_filter(np.where(labels > 0, labels, labels.max() + 1), size=3)
+    meets = (labels > 0) & ((above != labels) | (below != labels))
+    return int(np.unique(labels[meets]).size)
+
+
+def load(run, data):
+    """The run's maps and truth for every split there is, and its default smallest area."""
     model, config = load_run(run)
     splits = {}
-    for split in ("val", "test"):
+    for split in ("val", "test", "fields"):
+        if not (Path(data) / split).is_dir():
+            continue
         samples = load_folder(Path(data) / split, channels=config.channels,
                               flatten=config.flatten)
         splits[split] = (predict_many(model, samples.images), list(object_labels(samples)))
-    axes = (C.THRESHOLDS, *C.calibration_grid(splits["val"][1]))
-    scored = {split: (C._grid_by_objects(probs, truth, *axes),
-                      C._score_default(probs, truth, None))
-              for split, (probs, truth) in splits.items()}
-    n_val = sum(int(np.unique(t[t > 0]).size) for t in map(np.asarray, splits["val"][1]))
-    return scored, axes, n_val
+    train = load_folder(Path(data) / "train", channels=config.channels, flatten=config.flatten)
+    return splits, choose_min_area(train)
+
+
+def plateau_in(scores, axes, spans, edges="drop"):
+    """``plateau_choice`` with a neighbourhood of ``spans[i]`` steps along axis i (0: the
+    setting's own value only), e.g. (1, 1, 0): threshold and split height smoothed, each
+    smallest area on its own. ``edges``: "drop" averages the neighbours inside the grid
+    (``plateau_choice``), "nearest" stands the nearest setting of the grid in for those
+    beyond an edge (as ``scipy.ndimage.uniform_filter(mode="nearest")``), so that a
+    setting on an edge is not averaged over fewer, nearer neighbours than one inside."""
+    index = [{value: i for i, value in enumerate(axis)} for axis in axes]
+    at = {tuple(ix[v] for ix, v in zip(index, key)): key for key in scores}
+    sizes = [len(axis) for axis in axes]
+
+    def neighbourhood(key):
+        centre = tuple(ix[v] for ix, v in zip(index, key))
+        ranges = [range(c - s, c + s + 1) for c, s in zip(centre, spans)]
+        if edges == "nearest":
+            points = [tuple(min(max(i, 0), n - 1) for i, n in zip(p, sizes))
+                      for p in itertools.product(*ranges)]
+        else:
+            points = [p for p in itertools.product(*ranges) if p in at]
+        near = [scores[at[p]] for p in points]
+        return tuple(np.mean(near, axis=0)) + tuple(scores[key])
+
+    return min(scores, key=neighbourhood)
+
+
+def score(probs, truth, key):
+    """(-F1, count error) of one setting, pooled over the images. Labelled with
+    ``label_spores`` itself: the calibration's shortcut (label once with ``min_area=1``,
+    then drop the small objects) is exact for a split height in pixels, not for the
+    relative one, which follows the median size of the objects kept."""
+    tp = fp = fn = 0
+    errors = []
+    for prob, labels in zip(probs, truth):
+        pred = label_spores(prob, key[0], key[2], h=key[1])
+        s = object_scores(labels, pred, thresholds=(0.5,))
+        tp, fp, fn = tp + int(s["tp"][0]), fp + int(s["fp"][0]), fn + int(s["fn"][0])
+        errors.append(float(relative_count_error([count_labels(labels)],
+                                                 [count_labels(pred)])[0]))
+    return (-C._f1(tp, fp, fn), float(np.mean(errors)))
+
+
+def choices(val, default_key, touching, limits):
+    """Each rule's setting, chosen on the validation split."""
+    probs, truth = val
+    axes = (C.THRESHOLDS, *C.calibration_grid(truth))
+    grid = C._grid_by_objects(probs, truth, *axes)
+    default = score(probs, truth, default_key)
+
+    def keep_default(key, scores):
+        return default_key if default <= scores[key] else key
+
+    rules = {"defaults": default_key,
+             "best on validation": keep_default(min(grid, key=grid.get), grid),
+             "plateau_choice (now)": keep_default(C.plateau_choice(grid, axes), grid),
+             "plateau, edges nearest": keep_default(
+                 plateau_in(grid, axes, (1, 1, 1), "nearest"), grid),
+             "plateau over threshold and split height": keep_default(
+                 plateau_in(grid, axes, (1, 1, 0)), grid)}
+    relative_axes = (C.THRESHOLDS, (None,), axes[2])
+    relative = {key: score(probs, truth, key) for key in itertools.product(*relative_axes)}
+    chosen_relative = keep_default(C.plateau_choice(relative, relative_axes), relative)
+    rules["plateau_choice, split height relative"] = chosen_relative
+    for n in limits:
+        rules[f"relative unless >= {n} touching"] = (
+            rules["plateau_choice (now)"] if touching >= n else chosen_relative)
+    return rules, {**grid, **relative, default_key: default}
+
+
+def fields_as_validation(fields, chosen, min_area, size=2):
+    """Rows: the calibration of ``train`` run on ``size`` annotated fields, each set of
+    consecutive fields in turn, against the run's ``chosen`` setting, on the other fields."""
+    probs, truth = fields
+    rows = []
+    for start in range(0, len(probs) - size + 1, size):
+        val = list(range(start, start + size))
+        rest = [i for i in range(len(probs)) if i not in val]
+        r = C.calibrate_postprocessing([probs[i] for i in val], labels=[truth[i] for i in val],
+                                       default_min_area=min_area)
+        key = (r["threshold"], r["split_h"], r["min_area"])
+        on_rest = ([probs[i] for i in rest], [truth[i] for i in rest])
+        rows.append([f"{val[0]}-{val[-1]}", _setting(key), _scores(score(*on_rest, key)),
+                     _scores(score(*on_rest, chosen))])
+    return rows
+
+
+def _setting(key):
+    h = "relative" if key[1] is None else f"{key[1]:g} px"
+    return f"{key[0]:g} / {h} / {key[2]}"
+
+
+def _scores(s):
+    return f"{-s[0]:.3f} / {100 * s[1]:.1f} %"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("pairs", nargs="+", metavar="RUN DATA")
+    parser.add_argument("--touching", default="10,25,50",
+                        help="the touching-object limits of the last rule (comma list)")
     args = parser.parse_args(argv)
     if len(args.pairs) % 2:
         parser.error("give a data folder after every run directory")
-    rows = []
+    limits = [int(n) for n in args.touching.split(",") if n]
+    rows, field_rows = [], []
     for run, data in zip(args.pairs[::2], args.pairs[1::2]):
-        scored, axes, n_val = grids(run, data)
-        (val, val_default), (test, test_default) = scored["val"], scored["test"]
-
-        def on_test(key):
-            chosen = test_default if val_default <= val[key] else test[key]
-            return f"{-chosen[0]:.3f} / {100 * chosen[1]:.1f} %"
-
-        best = min(val, key=val.get)
-        rows.append([Path(run).name, n_val, f"{-test_default[0]:.3f} / {100 * test_default[1]:.1f} %",
-                     on_test(best), on_test(C.plateau_choice(val, axes))])
-    print("test object F1 / count error of each choice")
-    print(table(rows, ["run", "validation objects", "defaults", "best on validation",
-                       "plateau_choice (now)"]))
+        splits, min_area = load(run, data)
+        val_truth = splits["val"][1]
+        n_val = sum(int(np.unique(t[t > 0]).size) for t in val_truth)
+        touching = sum(touching_objects(t) for t in val_truth)
+        default_key = (0.5, None, int(min_area))
+        rules, val_scores = choices(splits["val"], default_key, touching, limits)
+        for split in ("test", "fields"):
+            if split not in splits:
+                continue
+            for rule, key in rules.items():
+                rows.append([Path(run).name, f"{n_val} ({touching})", split, rule,
+                             _setting(key), f"{-val_scores[key][0]:.3f}",
+                             _scores(score(*splits[split], key))])
+        if len(splits.get("fields", ((),))[0]) >= 4:
+            field_rows += [[Path(run).name, *row] for row in fields_as_validation(
+                splits["fields"], rules["plateau_choice (now)"], int(min_area))]
+    print("object F1 / count error of each rule's choice")
+    print(table(rows, ["run", "val objects (touching)", "split", "rule",
+                       "threshold / split height / min area", "val F1", "F1 / count error"]))
+    if field_rows:
+        print("\nthe calibration on two annotated fields, scored on the other fields, against "
+              "the run's (plateau_choice on the validation split)")
+        print(table(field_rows, ["run", "validation fields", "chosen on them",
+                                 "other fields: F1 / count error", "the run's choice"]))
 
 
 if __name__ == "__main__":

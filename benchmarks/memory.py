@@ -145,7 +145,6 @@ def predict_file_child(path):
 
 def predict_sizes(args):
     """The ``--predict-sizes`` mode: one process per size, each predicting one file."""
-    import numpy as np
     from PIL import Image
 
     import tifffile
