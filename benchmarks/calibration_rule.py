@@ -41,7 +41,6 @@ from scipy import ndimage as ndi
 from common import table
 
 from unet import calibrate as C
-from unet.count import count_labels, label_spores, object_scores, relative_count_error
 from unet.data import choose_min_area, load_folder, object_labels
 from unet.predict import predict_many
 from unet.run import load_run
@@ -96,19 +95,10 @@ def plateau_in(scores, axes, spans, edges="drop"):
 
 
 def score(probs, truth, key):
-    """(-F1, count error) of one setting, pooled over the images. Labelled with
-    ``label_spores`` itself: the calibration's shortcut (label once with ``min_area=1``,
-    then drop the small objects) is exact for a split height in pixels, not for the
-    relative one, which follows the median size of the objects kept."""
-    tp = fp = fn = 0
-    errors = []
-    for prob, labels in zip(probs, truth):
-        pred = label_spores(prob, key[0], key[2], h=key[1])
-        s = object_scores(labels, pred, thresholds=(0.5,))
-        tp, fp, fn = tp + int(s["tp"][0]), fp + int(s["fp"][0]), fn + int(s["fn"][0])
-        errors.append(float(relative_count_error([count_labels(labels)],
-                                                 [count_labels(pred)])[0]))
-    return (-C._f1(tp, fp, fn), float(np.mean(errors)))
+    """(-F1, count error) of one setting, pooled over the images, labelled by
+    ``label_spores`` itself (``unet.calibrate.score_setting``): the grid's shortcut is
+    exact for a split height in pixels, not for the relative one."""
+    return C.score_setting(probs, truth, None, *key)
 
 
 def choices(val, default_key, touching, limits):
@@ -188,7 +178,7 @@ def main(argv=None):
                 rows.append([Path(run).name, f"{n_val} ({touching})", split, rule,
                              _setting(key), f"{-val_scores[key][0]:.3f}",
                              _scores(score(*splits[split], key))])
-        if len(splits.get("fields", ((),))[0]) >= 4:
+        if "fields" in splits and len(splits["fields"][0]) >= 4:
             field_rows += [[Path(run).name, *row] for row in fields_as_validation(
                 splits["fields"], rules["plateau_choice (now)"], int(min_area))]
     print("object F1 / count error of each rule's choice")
