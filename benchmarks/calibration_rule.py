@@ -36,23 +36,19 @@ import itertools
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from common import table
 
 from unet import calibrate as C
+from unet.count import touching_pairs
 from unet.data import choose_min_area, load_folder, object_labels
 from unet.predict import predict_many
 from unet.run import load_run
 
 
 def touching_objects(labels):
-    """How many objects of a label image touch another (8-neighbourhood)."""
-    labels = np.asarray(labels)
-    above = ndi.maximum_filter(labels, size=3)
-    below = ndi.minimum_filter(np.where(labels > 0, labels, labels.max() + 1), size=3)
-    meets = (labels > 0) & ((above != labels) | (below != labels))
-    return int(np.unique(labels[meets]).size)
+    """How many objects of a label image touch another (sharing an edge)."""
+    return int(np.unique(touching_pairs(labels)).size)
 
 
 def load(run, data):
