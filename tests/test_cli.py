@@ -321,3 +321,19 @@ def test_a_second_run_into_a_folder_in_use_is_refused_naming_the_first(
                           "is in use by process")
     assert sorted(p.name for p in out.iterdir()) == [".unet.lock"]  # nothing else written
     assert main(["predict", "--model", str(run), str(image), "--out", str(out)]) == 0  # released
+
+
+def test_calibrate_writes_a_new_run_and_refuses_an_occupied_folder(capsys, tmp_path,
+                                                                    trained_run, sample_dir):
+    out = tmp_path / "calibrated"
+    assert main(["calibrate", "--model", str(trained_run[0]), "--data",
+                 str(sample_dir / "val"), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith("calibrated on object F1 at IoU 0.5 on 4 ") and str(out) in said
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["calibration"]["data"] == str((sample_dir / "val").resolve())
+    assert_user_error(capsys, ["calibrate", "--model", trained_run[0], "--data",
+                               sample_dir / "val", "--out", out], "already holds files")
+    assert_user_error(capsys, ["calibrate", "--model", trained_run[0], "--data",
+                               sample_dir / "nowhere", "--out", tmp_path / "x"], "nowhere")
+    assert not (tmp_path / "x").exists()

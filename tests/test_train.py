@@ -659,3 +659,79 @@ def test_a_run_with_tta_calibrates_on_augmented_maps(tmp_path, sample_dir, monke
                                         default_min_area=smallest)
     for key in ("threshold", "split_h", "min_area", "score", "default_score"):
         assert result["calibration"][key] == expected[key]
+
+
+# ------------------------------------------------------------------ calibrating a run later
+def test_calibrating_a_run_on_its_validation_split_chooses_what_training_chose(tmp_path,
+                                                                                trained_run,
+                                                                                sample_dir):
+    from unet.data import choose_min_area, load_folder
+    from unet.train import calibrate_run
+
+    run, trained = trained_run
+    before = {name: (run / name).read_bytes() for name in ("model.keras", "config.json")}
+    # the defaults' smallest object comes from the calibration images here, from the
+    # training images in training: the same on the sample
+    assert choose_min_area(load_folder(sample_dir / "val")) == choose_min_area(
+        load_folder(sample_dir / "train"))
+    result = calibrate_run(run, sample_dir / "val", tmp_path / "again")
+    for key in ("threshold", "split_h", "min_area", "score", "default_score"):
+        assert result["calibration"][key] == trained["calibration"][key], key
+    assert result["calibration"]["data"] == str((sample_dir / "val").resolve())
+    assert {name: (run / name).read_bytes() for name in before} == before  # the run is kept
+    again = tmp_path / "again"
+    assert (again / "model.keras").read_bytes() == before["model.keras"]
+    assert sorted(p.name for p in again.iterdir()) == sorted(
+        p.name for p in run.iterdir() if p.name in ("model.keras", "config.json", "history.csv",
+                                                    "curves.png"))
+    saved = Config.load(again / "config.json", run=True)
+    assert saved == result["config"]
+    assert (saved.threshold, saved.split_h, saved.min_area) == (
+        result["calibration"]["threshold"], result["calibration"]["split_h"],
+        result["calibration"]["min_area"])
+    # everything else is the run's own: the network predicts as it did
+    assert dataclasses.replace(saved, threshold=trained["config"].threshold,
+                               split_h=trained["config"].split_h,
+                               min_area=trained["config"].min_area,
+                               calibration=trained["config"].calibration) == trained["config"]
+
+
+def test_a_run_calibrated_on_counts_alone_minimises_the_count_error(tmp_path, trained_run,
+                                                                    sample_dir):
+    import shutil
+
+    from unet.train import calibrate_run
+
+    counted = tmp_path / "counted"
+    shutil.copytree(sample_dir / "val", counted, ignore=shutil.ignore_patterns("labels"))
+    result = calibrate_run(trained_run[0], counted, tmp_path / "out")
+    assert result["calibration"]["objective"].startswith("mean count error")
+    assert "lower is better" in result["note"]
+
+
+def test_calibrating_a_run_refuses_without_writing_anything(tmp_path, trained_run, sample_dir):
+    import shutil
+
+    from unet.train import calibrate_run
+
+    run = trained_run[0]
+    bare = tmp_path / "bare"
+    shutil.copytree(sample_dir / "val", bare, ignore=shutil.ignore_patterns("labels", "counts.csv"))
+    out = tmp_path / "out"
+    with pytest.raises(unet.UsageError, match="Cannot calibrate: .* has no instance labels or "
+                                               "counts"):
+        calibrate_run(run, bare, out)
+    with pytest.raises(unet.UsageError, match="is the run itself"):
+        calibrate_run(run, sample_dir / "val", run)
+    (tmp_path / "lone.keras").write_bytes((run / "model.keras").read_bytes())
+    with pytest.raises(unet.UsageError, match="has no config.json beside its model"):
+        calibrate_run(tmp_path / "lone.keras", sample_dir / "val", out)
+    assert not out.exists()
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="already holds files"):
+        calibrate_run(run, sample_dir / "val", taken)
+    assert [p.name for p in taken.iterdir()] == ["notes.txt"]
+    # no staging folder left beside them
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bare", "lone.keras", "taken"]

@@ -153,6 +153,7 @@ _LAZY = {
     "Config": "run",
     "choose_steps": "run",
     "load_run": "run",
+    "calibrate_run": "train",
     "shipped_models": "run",
     "predict_images": "batch",
     "read_image_channels": "imagefile",

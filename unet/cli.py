@@ -74,6 +74,7 @@ def build_parser():
     _add_generate_data(sub)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_calibrate(sub)
     _add_predict(sub)
     _add_export(sub)
     return parser
@@ -331,6 +332,42 @@ def _evaluate(args):
     if "count_true" in result:
         print(f"  spores    {result['count_pred']} predicted / {result['count_true']} true "
               f"(mean error {100 * result['count_error']:.1f} % per image)")
+
+
+# --------------------------------------------------------------------------- calibrate
+def _add_calibrate(sub):
+    from .run import DEFAULT_MODEL
+
+    p = sub.add_parser(
+        "calibrate",
+        help="choose a trained model's threshold, split height and smallest spore on your "
+        "annotated images",
+        description="Predict the images of DIR with a trained model and choose its "
+        "post-processing (threshold, split height of touching spores, smallest spore) on "
+        "their truth, as train does on its validation split: object F1 against labels/ (or "
+        "masks holding instance ids), else the count error against counts.csv. Writes a new "
+        "run folder OUT (the model copied, config.json with the chosen values) for predict "
+        "and evaluate; the model itself is left as it is. Calibrate on images like those "
+        "you will count: a few annotated whole fields, not small crops, for whole fields.",
+    )
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="RUN_OR_NAME",
+                   help="run directory or the name of a shipped model (default: "
+                   f"{DEFAULT_MODEL})")
+    p.add_argument("--data", required=True, type=Path, metavar="DIR",
+                   help="data folder with images/, masks/ and labels/ (or instance-id masks, "
+                   "or counts.csv)")
+    p.add_argument("--out", required=True, type=Path, metavar="OUT",
+                   help="the calibrated run: a new or empty folder")
+    p.set_defaults(func=_calibrate)
+
+
+def _calibrate(args):
+    from .train import calibrate_run
+
+    result = calibrate_run(args.model, args.data, args.out)
+    print(result["note"])
+    print(f"calibrated run: {result['out_dir']} (use it with predict/evaluate --model "
+          f"{result['out_dir']})")
 
 
 # ----------------------------------------------------------------------------- predict

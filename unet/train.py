@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import re
+import secrets
 import shutil
 import tempfile
 import time
@@ -29,8 +31,8 @@ from .errors import NaNLossError, UsageError
 from .io import (LOCK_NAME, atomic_path, check_data_dir, folder_lock, is_temporary_name, listing,
                  read_counts)
 from .predict import predict_many, predict_tiled
-from .run import (Config, choose_steps, load_run, prepare_run_dir,  # noqa: F401  (public here too)
-                  read_history)
+from .run import (RUN_FILES, Config, choose_steps, load_run,  # noqa: F401  (public here too)
+                  prepare_run_dir, read_history, resolve_model_path)
 
 
 class _EpochTimer(keras.callbacks.Callback):
@@ -598,6 +600,57 @@ def calibration_subset(sizes, budget=CALIBRATION_PIXELS, seed=0):
     return sorted(chosen)
 
 
+def _calibration_counts(samples, folder, what):
+    """The truth a calibration on ``samples`` (read from ``folder``) scores against.
+
+    Returns ``(counts, None)``: None where the samples hold instance labels, else the
+    counts of ``folder/counts.csv``; or ``(None, reason)`` where there is neither
+    (``what`` names the samples: "the validation split").
+    """
+    if samples.labels is not None:
+        return None, None
+    found = read_counts(folder)
+    if found and all(name in found for name in samples.names):
+        return [found[name] for name in samples.names], None
+    if found:
+        missing = [name for name in samples.names if name not in found]
+        return None, f"counts.csv of {what} has no count for {listing(missing)}"
+    return None, f"{what} has no instance labels or counts"
+
+
+def _choose_postprocessing(model, config, samples, counts, default_min_area):
+    """Predict ``samples`` as the run predicts and choose its post-processing on their
+    labels, else ``counts`` (:func:`unet.calibrate.calibrate_postprocessing`'s dict)."""
+    chosen = calibration_subset([image.shape[0] * image.shape[1] for image in samples.images],
+                                seed=config.seed)
+    pick = (lambda values: None if values is None else [values[i] for i in chosen])
+    if config.tta:  # the maps predict and evaluate of this run will threshold and split
+        with quiet_retracing():
+            probs = [predict_tiled(model, image, tta=True) for image in pick(samples.images)]
+    else:
+        probs = predict_many(model, pick(samples.images))
+    result = calibrate_postprocessing(probs, labels=pick(samples.labels), counts=pick(counts),
+                                      masks=pick(samples.masks), default_min_area=default_min_area)
+    if len(chosen) < len(samples.images):
+        result["objective"] += (f" (a random {len(chosen)} of {len(samples.images)}: at most "
+                                f"{CALIBRATION_PIXELS / 1e6:g} megapixels)")
+    return result
+
+
+def _calibrated(config, result):
+    """``config`` with the post-processing ``result`` chose, and a line saying what it chose."""
+    config = dataclasses.replace(config, threshold=result["threshold"],
+                                 split_h=result["split_h"], min_area=result["min_area"],
+                                 calibration=result)
+    better = "higher" if "F1" in result["objective"] else "lower"
+    return config, (
+        f"calibrated on {result['objective']}{', predicted with tta' if config.tta else ''} "
+        f"({better} is better): threshold "
+        f"{result['threshold']}, split_h {result['split_h']}, min_area {result['min_area']} "
+        f"give {result['score']:.4f} (defaults: {result['default_score']:.4f})"
+    )
+
+
 def _calibrate(config, out_dir, val_set, val_dir):
     """Choose the post-processing on the validation split; save it in config.json.
 
@@ -607,40 +660,100 @@ def _calibrate(config, out_dir, val_set, val_dir):
             f"min_area {config.min_area}")
     if not config.calibrate:
         return config, f"post-processing as configured: {kept}"
-    counts = None
-    if val_set.labels is None:
-        found = read_counts(val_dir)
-        if found and all(name in found for name in val_set.names):
-            counts = [found[name] for name in val_set.names]
-        elif found:
-            missing = [name for name in val_set.names if name not in found]
-            return config, (f"calibration skipped: counts.csv of the validation split has "
-                            f"no count for {listing(missing)}; kept {kept}")
-        else:
-            return config, (f"calibration skipped: the validation split has no instance "
-                            f"labels or counts; kept {kept}")
-    chosen = calibration_subset([image.shape[0] * image.shape[1] for image in val_set.images],
-                                seed=config.seed)
-    pick = (lambda values: None if values is None else [values[i] for i in chosen])
+    counts, reason = _calibration_counts(val_set, val_dir, "the validation split")
+    if reason:
+        return config, f"calibration skipped: {reason}; kept {kept}"
     model, _ = load_run(out_dir)
-    if config.tta:  # the maps predict and evaluate of this run will threshold and split
-        with quiet_retracing():
-            probs = [predict_tiled(model, image, tta=True) for image in pick(val_set.images)]
-    else:
-        probs = predict_many(model, pick(val_set.images))
-    result = calibrate_postprocessing(probs, labels=pick(val_set.labels), counts=pick(counts),
-                                      masks=pick(val_set.masks), default_min_area=config.min_area)
-    if len(chosen) < len(val_set.images):
-        result["objective"] += (f" (a random {len(chosen)} of {len(val_set.images)}: at most "
-                                f"{CALIBRATION_PIXELS / 1e6:g} megapixels)")
-    config = dataclasses.replace(config, threshold=result["threshold"],
-                                 split_h=result["split_h"], min_area=result["min_area"],
-                                 calibration=result)
+    config, note = _calibrated(config, _choose_postprocessing(model, config, val_set, counts,
+                                                              config.min_area))
     config.save(out_dir / "config.json")
-    better = "higher" if "F1" in result["objective"] else "lower"
-    return config, (
-        f"calibrated on {result['objective']}{', predicted with tta' if config.tta else ''} "
-        f"({better} is better): threshold "
-        f"{result['threshold']}, split_h {result['split_h']}, min_area {result['min_area']} "
-        f"give {result['score']:.4f} (defaults: {result['default_score']:.4f})"
-    )
+    return config, note
+
+
+def calibrate_run(run, data_dir, out_dir):
+    """Choose a trained run's post-processing on annotated images; save it as a new run.
+
+    The run's network predicts every image of ``data_dir`` as the run predicts (its
+    background window, its test-time augmentation) and the threshold, split height and
+    smallest object are chosen on their truth exactly as :func:`train` chooses them on
+    its validation split: object F1 at IoU 0.5 against ``labels/`` (or masks that hold
+    instance ids), else the count error against ``counts.csv``; the defaults (threshold
+    0.5, the relative split height, a tenth of the median area of these images' objects)
+    are kept where they score as well. Calibrate on images like those the run will
+    count: two annotated whole fields chose better for other fields than 40 small crops
+    (``benchmarks/README.md``).
+
+    Parameters
+    ----------
+    run : path or str
+        A run directory written by :func:`train`, or the name of a shipped model
+        (``"spores"``).
+    data_dir : path
+        A data folder (``images/``, ``masks/``, and ``labels/``, instance-id masks or
+        ``counts.csv``).
+    out_dir : path
+        A new folder (absent or empty): the run's ``model.keras`` (and its
+        ``history.csv`` and ``curves.png``) copied, with a ``config.json`` holding the
+        new post-processing. The run itself is left as it is.
+
+    Returns
+    -------
+    dict
+        ``out_dir``, ``config`` (the new run's :class:`unet.run.Config`),
+        ``calibration`` (what was chosen and compared) and ``note`` (one line saying it).
+
+    Raises
+    ------
+    UsageError
+        Where ``run`` has no ``config.json``, ``data_dir`` holds no instance truth or
+        counts, or ``out_dir`` is the run's own folder.
+    FileExistsError
+        Where ``out_dir`` already holds files.
+    """
+    source = resolve_model_path(run)
+    out_dir = Path(out_dir)
+    model, config = load_run(source)
+    if config is None:
+        raise UsageError(f"{source} has no config.json beside its model; calibrate needs a run "
+                         "folder written by `train` or a shipped model.")
+    source_dir = source if source.is_dir() else source.parent
+    if out_dir.exists() and out_dir.resolve() == source_dir.resolve():
+        raise UsageError(f"`out_dir` {out_dir} is the run itself; give a new folder (the run "
+                         "is kept as it is).")
+    _check_new_folder(out_dir)
+    samples = data.load_folder(data_dir, channels=config.channels, flatten=config.flatten)
+    counts, reason = _calibration_counts(samples, data_dir, str(data_dir))
+    if reason:
+        raise UsageError(f"Cannot calibrate: {reason}. Give a data folder with labels/ (one id "
+                         "per object), masks holding instance ids, or counts.csv.")
+    result = _choose_postprocessing(model, config, samples, counts, data.choose_min_area(samples))
+    result["data"] = str(Path(data_dir).resolve())
+    config, note = _calibrated(config, result)
+    _check_new_folder(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # written whole beside it, then renamed into place: never a half-written run
+    staging = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    staging.mkdir()
+    try:
+        for name in RUN_FILES:
+            if name != "config.json" and (source_dir / name).is_file():
+                shutil.copyfile(source_dir / name, staging / name)
+        config.save(staging / "config.json")
+        if out_dir.is_dir():
+            out_dir.rmdir()  # empty (checked); a file written there since stops it here
+        os.rename(staging, out_dir)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        if out_dir.exists() and any(out_dir.iterdir()):
+            raise FileExistsError(f"{out_dir} was written by another process meanwhile; "
+                                  "choose another `out_dir`.") from None
+        raise
+    return {"out_dir": out_dir, "config": config, "calibration": result, "note": note}
+
+
+def _check_new_folder(out_dir):
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"`out_dir` {out_dir} is a file; give a new folder.")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} already holds files; give a new or empty folder "
+                              "for the calibrated run.")
