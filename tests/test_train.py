@@ -726,6 +726,7 @@ def test_calibrating_a_run_refuses_without_writing_anything(tmp_path, trained_ru
     (tmp_path / "lone.keras").write_bytes((run / "model.keras").read_bytes())
     with pytest.raises(unet.UsageError, match="has no config.json beside its model"):
         calibrate_run(tmp_path / "lone.keras", sample_dir / "val", out)
+    (tmp_path / "lone.keras").unlink()
     assert not out.exists()
     taken = tmp_path / "taken"
     taken.mkdir()
@@ -734,4 +735,16 @@ def test_calibrating_a_run_refuses_without_writing_anything(tmp_path, trained_ru
         calibrate_run(run, sample_dir / "val", taken)
     assert [p.name for p in taken.iterdir()] == ["notes.txt"]
     # no staging folder left beside them
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bare", "lone.keras", "taken"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bare", "taken"]
+
+
+def test_a_model_file_with_its_config_beside_it_is_calibrated_too(tmp_path, trained_run,
+                                                                  sample_dir):
+    from unet.train import calibrate_run
+
+    run = trained_run[0]
+    (tmp_path / "mine.keras").write_bytes((run / "model.keras").read_bytes())
+    (tmp_path / "config.json").write_bytes((run / "config.json").read_bytes())
+    calibrate_run(tmp_path / "mine.keras", sample_dir / "val", tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json", "model.keras"]
+    assert (tmp_path / "out" / "model.keras").read_bytes() == (run / "model.keras").read_bytes()

@@ -31,8 +31,8 @@ from .errors import NaNLossError, UsageError
 from .io import (LOCK_NAME, atomic_path, check_data_dir, folder_lock, is_temporary_name, listing,
                  read_counts)
 from .predict import predict_many, predict_tiled
-from .run import (RUN_FILES, Config, choose_steps, load_run,  # noqa: F401  (public here too)
-                  prepare_run_dir, read_history, resolve_model_path)
+from .run import (Config, choose_steps, load_run, prepare_run_dir,  # noqa: F401  (public here too)
+                  read_history, resolve_model_path)
 
 
 class _EpochTimer(keras.callbacks.Callback):
@@ -735,8 +735,10 @@ def calibrate_run(run, data_dir, out_dir):
     staging = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     staging.mkdir()
     try:
-        for name in RUN_FILES:
-            if name != "config.json" and (source_dir / name).is_file():
+        shutil.copyfile(source / "model.keras" if source.is_dir() else source,
+                        staging / "model.keras")
+        for name in ("history.csv", "curves.png"):  # what the network's training left
+            if (source_dir / name).is_file():
                 shutil.copyfile(source_dir / name, staging / name)
         config.save(staging / "config.json")
         if out_dir.is_dir():
