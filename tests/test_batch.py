@@ -306,7 +306,9 @@ def test_a_large_image_is_predicted_strip_by_strip_with_the_same_outputs(
     monkeypatch.setattr(unet.batch, "_STRIP_ROWS", 40)
     strips = predict_images(model, [tmp_path / "big.tif"], tmp_path / "strips", probability=True,
                             **options)
-    assert strips == whole and whole[0][1] > 20
+    # enough spores that many cross a strip's edge (20 to 30, as the tiny model's last
+    # digits fall on the machine: 20 with the border and size filters on an Intel Xeon)
+    assert strips == whole and whole[0][1] >= 15
     a, b = tmp_path / "whole", tmp_path / "strips"
     assert (a / "summary.csv").read_text() == (b / "summary.csv").read_text()
     np.testing.assert_array_equal(np.asarray(Image.open(a / "big_mask.png")),
