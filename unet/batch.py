@@ -565,7 +565,7 @@ def _predict_in_strips(model, item, raw, prepared, out, columns, spool, *, thres
             counts["touching"] += reported.touching_border
             counts["large"] += reported.too_large
             del found, table
-        del packed
+        packed = None  # the bit-packed mask is freed here (masks() reads it until now)
         lut = np.concatenate(lut)
         final = Reported(counts["reported"], {}, lut, counts["touching"], counts["large"],
                          item.pixel_size)
