@@ -680,8 +680,8 @@ def calibrate_run(run, data_dir, out_dir):
     instance ids), else the count error against ``counts.csv``; the defaults (threshold
     0.5, the relative split height, a tenth of the median area of these images' objects)
     are kept where they score as well. Calibrate on images like those the run will
-    count: two annotated whole fields chose better for other fields than 40 small crops
-    (``benchmarks/README.md``).
+    count: for the other renderer's whole fields, two annotated fields chose as well as
+    or better than 40 validation crops in every run measured (``benchmarks/README.md``).
 
     Parameters
     ----------
@@ -744,7 +744,7 @@ def calibrate_run(run, data_dir, out_dir):
         if out_dir.is_dir():
             out_dir.rmdir()  # empty (checked); a file written there since stops it here
         os.rename(staging, out_dir)
-    except OSError as error:
+    except OSError:
         shutil.rmtree(staging, ignore_errors=True)
         if out_dir.exists() and any(out_dir.iterdir()):
             raise FileExistsError(f"{out_dir} was written by another process meanwhile; "
