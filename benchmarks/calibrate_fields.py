@@ -8,7 +8,9 @@ crops. Here it counts whole fields of other styles of the generator (``styles.py
 1024² fields of each, data seed 5, which it never saw). ``unet.calibrate_run`` (what
 ``python -m unet calibrate`` does) chooses the post-processing anew on the first two
 fields of a style; the model with its own choice and with the new one are then scored by
-``unet.evaluate`` on the other six. Further ``RUN FIELDS`` pairs (a run folder and a
+``unet.evaluate`` on the other six; and once more on the two fields' images, masks and
+counts alone (``counts.csv``, no instance labels: the calibration then takes the
+threshold of the best pixel Dice and minimises the count error). Further ``RUN FIELDS`` pairs (a run folder and a
 folder of at least four annotated fields, e.g. a ``foreign.py`` run and its data's
 ``fields/``) are scored the same way: calibrated on the first two fields by name, scored
 on the rest. Nothing is trained; a few minutes on two CPU cores.
@@ -24,7 +26,7 @@ from common import machine, table, write_result
 from styles import style
 
 from unet.evaluate import evaluate
-from unet.io import find_pairs
+from unet.io import find_pairs, read_counts
 from unet.run import load_run
 from unet.spores import generate_dataset
 from unet.train import calibrate_run
@@ -33,20 +35,24 @@ SCORES = ("dice", "object_f1", "ap_50_95", "count_error")
 
 
 def split_fields(fields, out, first=2):
-    """Links to the first ``first`` fields (by name) in OUT/a, to the rest in OUT/b."""
+    """Links to the first ``first`` fields (by name) in OUT/a, to the rest in OUT/b, and
+    the first ones' images and masks with their counts alone (no labels) in OUT/counts."""
     pairs = find_pairs(fields)
     if len(pairs) < first + 2:
         raise SystemExit(f"error: {fields} holds {len(pairs)} annotated images; give at least "
                          f"{first + 2}")
-    for part, chosen in (("a", pairs[:first]), ("b", pairs[first:])):
+    counts = read_counts(fields)
+    for part, chosen in (("a", pairs[:first]), ("b", pairs[first:]), ("counts", pairs[:first])):
         for pair in chosen:
-            for path in (pair.image, pair.mask, pair.labels):
+            for path in (pair.image, pair.mask, None if part == "counts" else pair.labels):
                 if path is not None:
                     target = out / part / path.parent.name / path.name
                     target.parent.mkdir(parents=True, exist_ok=True)
                     if not target.exists():
                         target.symlink_to(path.resolve())
-    return out / "a", out / "b"
+    (out / "counts" / "counts.csv").write_text(
+        "name,count\n" + "".join(f"{pair.name},{counts[pair.name]}\n" for pair in pairs[:first]))
+    return out / "a", out / "b", out / "counts"
 
 
 def post(config):
@@ -57,16 +63,19 @@ def measure(name, model, fields, work):
     """Scores on the held-out fields before and after calibrating on the first two."""
     where = work / "calibrated" / "".join(c if c.isalnum() else "_" for c in name)
     shutil.rmtree(where, ignore_errors=True)
-    calibrate_on, score_on = split_fields(fields, where)
-    result = calibrate_run(model, calibrate_on, where / "run")
+    labelled, score_on, counted = split_fields(fields, where)
+    calibrated = {"calibrated on 2 fields": calibrate_run(model, labelled, where / "run"),
+                  "on their counts alone": calibrate_run(model, counted, where / "run_counts")}
     rows = []
-    for label, run in (("the model's own", model), ("calibrated on 2 fields", where / "run")):
+    for label, run in (("the model's own", model), ("calibrated on 2 fields", where / "run"),
+                       ("on their counts alone", where / "run_counts")):
         net, config = load_run(run)
         scores = evaluate(net, score_on)
         rows.append({"set": name, "post-processing": label, "chosen": post(config),
                      **{k: scores[k] for k in SCORES},
                      "count_pred": scores["count_pred"], "count_true": scores["count_true"]})
-    rows[-1]["calibration"] = result["calibration"]
+        if label in calibrated:
+            rows[-1]["calibration"] = calibrated[label]["calibration"]
     return rows
 
 
