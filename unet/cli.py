@@ -354,8 +354,9 @@ def _add_calibrate(sub):
                    help="run directory or the name of a shipped model (default: "
                    f"{DEFAULT_MODEL})")
     p.add_argument("--data", required=True, type=Path, metavar="DIR",
-                   help="data folder with images/, masks/ and labels/ (or instance-id masks, "
-                   "or counts.csv)")
+                   help="data folder with images/, masks/ and labels/ (or instance-id masks; "
+                   "or counts.csv, which counts closer but cuts more spores apart than labels: "
+                   "see benchmarks/README.md)")
     p.add_argument("--out", required=True, type=Path, metavar="OUT",
                    help="the calibrated run: a new or empty folder")
     p.set_defaults(func=_calibrate)
