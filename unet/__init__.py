@@ -21,7 +21,8 @@ Modules, lowest layer first (each imports only from the layers below it):
   ``baseline`` (the classical method), ``spores`` (the synthetic data).
 - ``run`` (:class:`Config`, run folders, the shipped models), ``plot`` (figures),
   ``evaluate``, ``report`` (``evaluate --report``), ``batch`` (files in, files out),
-  ``export`` (bioimage.io, TF Serving), ``train``.
+  ``export`` (bioimage.io, TF Serving), ``train`` (and :func:`calibrate_run`, a trained
+  run's post-processing chosen anew on annotated images).
 - ``cli`` (``python -m unet`` / ``unet``).
 """
 
