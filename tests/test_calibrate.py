@@ -47,6 +47,7 @@ def test_calibration_finds_the_split_height_the_objects_need():
     chosen = label_spores(probs[0], result["threshold"], result["min_area"], h=result["split_h"])
     assert count_labels(chosen) == count_labels(labels[0]) == 12
     assert count_labels(label_spores(probs[0])) == 24  # the defaults cut every peanut in two
+    assert result["objects"] == 36  # 12 peanuts in each of the 3 images
 
 
 def test_calibration_by_counts_and_without_truth():
@@ -54,6 +55,7 @@ def test_calibration_by_counts_and_without_truth():
     counts = [count_labels(t) for t in labels]
     result = calibrate_postprocessing(probs, counts=counts, masks=[t > 0 for t in labels])
     assert result["objective"].startswith("mean count error") and result["score"] == 0.0
+    assert result["objects"] == sum(counts)
     assert calibrate_postprocessing(probs) is None
 
 

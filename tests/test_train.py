@@ -675,8 +675,14 @@ def test_calibrating_a_run_on_its_validation_split_chooses_what_training_chose(t
     assert choose_min_area(load_folder(sample_dir / "val")) == choose_min_area(
         load_folder(sample_dir / "train"))
     result = calibrate_run(run, sample_dir / "val", tmp_path / "again")
-    for key in ("threshold", "split_h", "min_area", "score", "default_score"):
+    for key in ("threshold", "split_h", "min_area", "score", "default_score", "objects"):
         assert result["calibration"][key] == trained["calibration"][key], key
+    # the sample's 4 validation crops hold too few spores for a reliable choice: said so
+    objects = sum(len(np.unique(t)) - 1 for t in load_folder(sample_dir / "val").labels)
+    assert result["calibration"]["objects"] == objects < 50
+    assert result["note"].endswith(f"only {objects} objects to choose on, too few for a "
+                                   "reliable choice: annotate more (data/README.md)")
+    assert trained["calibration_note"] == result["note"]
     assert result["calibration"]["data"] == str((sample_dir / "val").resolve())
     assert {name: (run / name).read_bytes() for name in before} == before  # the run is kept
     again = tmp_path / "again"

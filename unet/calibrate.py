@@ -45,6 +45,11 @@ THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 SPLIT_RATIOS = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.25)
 #: ``min_area`` candidates as fractions of the median true object area (plus MIN_AREA).
 AREA_FRACTIONS = (0.05, 0.1, 0.2, 0.35)
+#: Fewer true objects than this in the calibration images and the choice is said to be
+#: unreliable: on 13 and 40 validation objects (HeLa tiles, DSB2018) it left the defaults
+#: for one or two objects more and lost on the test images on one machine of two; on 102
+#: objects and more it held (``benchmarks/README.md``).
+FEW_OBJECTS = 50
 
 
 def _objects(prob, threshold, h):
@@ -94,8 +99,8 @@ def calibrate_postprocessing(probs, labels=None, counts=None, masks=None,
         ``threshold``, ``split_h``, ``min_area`` (the choice), ``objective`` (what was
         maximised or minimised, in words), ``score`` (its value for the choice) and
         ``default_score`` (for threshold 0.5, the relative split height
-        :data:`unet.count.SPLIT_H` and ``default_min_area``), ``images``; None without
-        any truth.
+        :data:`unet.count.SPLIT_H` and ``default_min_area``), ``images`` and
+        ``objects`` (the true objects of all images); None without any truth.
     """
     probs = [np.asarray(p, np.float32) for p in probs]
     if labels is None and counts is None:
@@ -130,6 +135,8 @@ def calibrate_postprocessing(probs, labels=None, counts=None, masks=None,
         "score": float(sign * scores[best][0]),
         "default_score": float(sign * default_score[0]),
         "images": len(probs),
+        "objects": (int(sum(count_labels(t) for t in labels)) if labels is not None
+                    else int(sum(counts))),
     }
 
 

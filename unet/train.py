@@ -24,7 +24,7 @@ import numpy as np
 from . import data, losses, metrics, plot
 from ._tf import quiet_retracing
 from .augment import Augmentation
-from .calibrate import calibrate_postprocessing
+from .calibrate import FEW_OBJECTS, calibrate_postprocessing
 from .devices import (PRECISIONS, STRATEGIES, make_strategy,  # noqa: F401
                       multiworker_role, resolve_precision)
 from .errors import NaNLossError, UsageError
@@ -643,11 +643,14 @@ def _calibrated(config, result):
                                  split_h=result["split_h"], min_area=result["min_area"],
                                  calibration=result)
     better = "higher" if "F1" in result["objective"] else "lower"
+    few = result.get("objects", FEW_OBJECTS) < FEW_OBJECTS
     return config, (
         f"calibrated on {result['objective']}{', predicted with tta' if config.tta else ''} "
         f"({better} is better): threshold "
         f"{result['threshold']}, split_h {result['split_h']}, min_area {result['min_area']} "
         f"give {result['score']:.4f} (defaults: {result['default_score']:.4f})"
+        + (f"; only {result['objects']} objects to choose on, too few for a reliable choice: "
+           "annotate more (data/README.md)" if few else "")
     )
 
 
