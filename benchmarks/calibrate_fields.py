@@ -26,7 +26,7 @@ from common import machine, table, write_result
 from styles import style
 
 from unet.evaluate import evaluate
-from unet.io import find_pairs, read_counts
+from unet.io import find_pairs, read_counts, write_csv
 from unet.run import load_run
 from unet.spores import generate_dataset
 from unet.train import calibrate_run
@@ -50,8 +50,8 @@ def split_fields(fields, out, first=2):
                     target.parent.mkdir(parents=True, exist_ok=True)
                     if not target.exists():
                         target.symlink_to(path.resolve())
-    (out / "counts" / "counts.csv").write_text(
-        "name,count\n" + "".join(f"{pair.name},{counts[pair.name]}\n" for pair in pairs[:first]))
+    write_csv(out / "counts" / "counts.csv", ["name", "count"],
+              [[pair.name, counts[pair.name]] for pair in pairs[:first]])
     return out / "a", out / "b", out / "counts"
 
 
@@ -64,18 +64,19 @@ def measure(name, model, fields, work):
     where = work / "calibrated" / "".join(c if c.isalnum() else "_" for c in name)
     shutil.rmtree(where, ignore_errors=True)
     labelled, score_on, counted = split_fields(fields, where)
-    calibrated = {"calibrated on 2 fields": calibrate_run(model, labelled, where / "run"),
-                  "on their counts alone": calibrate_run(model, counted, where / "run_counts")}
+    runs = {"the model's own": (model, None)}
+    for label, folder, out in (("calibrated on 2 fields", labelled, where / "run"),
+                               ("on their counts alone", counted, where / "run_counts")):
+        runs[label] = (out, calibrate_run(model, folder, out)["calibration"])
     rows = []
-    for label, run in (("the model's own", model), ("calibrated on 2 fields", where / "run"),
-                       ("on their counts alone", where / "run_counts")):
+    for label, (run, calibration) in runs.items():
         net, config = load_run(run)
         scores = evaluate(net, score_on)
         rows.append({"set": name, "post-processing": label, "chosen": post(config),
                      **{k: scores[k] for k in SCORES},
                      "count_pred": scores["count_pred"], "count_true": scores["count_true"]})
-        if label in calibrated:
-            rows[-1]["calibration"] = calibrated[label]["calibration"]
+        if calibration is not None:
+            rows[-1]["calibration"] = calibration
     return rows
 
 
