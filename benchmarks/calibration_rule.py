@@ -40,7 +40,7 @@ import numpy as np
 from common import table
 
 from unet import calibrate as C
-from unet.count import touching_pairs
+from unet.count import count_labels, touching_pairs
 from unet.data import choose_min_area, load_folder, object_labels
 from unet.predict import predict_many
 from unet.run import load_run
@@ -163,7 +163,7 @@ def main(argv=None):
     for run, data in zip(args.pairs[::2], args.pairs[1::2]):
         splits, min_area = load(run, data)
         val_truth = splits["val"][1]
-        n_val = sum(int(np.unique(t[t > 0]).size) for t in val_truth)
+        n_val = sum(count_labels(t) for t in val_truth)
         touching = sum(touching_objects(t) for t in val_truth)
         default_key = (0.5, None, int(min_area))
         rules, val_scores = choices(splits["val"], default_key, touching, limits)
