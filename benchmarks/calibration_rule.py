@@ -11,7 +11,7 @@ fields). Printed per run and split: the object F1 at IoU 0.5 and mean count erro
 * the defaults (threshold 0.5, the relative split height, the run's smallest object
   from its training objects, as ``train`` sets it before calibrating);
 * the single best setting on validation (the rule before ``plateau_choice``);
-* ``plateau_choice`` (the rule now);
+* ``plateau_choice`` on the validation split alone (the rule before the last);
 * the same with the nearest setting of the grid standing in for neighbours beyond an
   edge (``plateau_in(..., edges="nearest")``), and with a neighbourhood along the
   threshold and split height only (each smallest area scored on its own);
@@ -19,7 +19,16 @@ fields). Printed per run and split: the object F1 at IoU 0.5 and mean count erro
   relative; and that choice where the validation truth holds fewer than N objects
   touching another, the plateau_choice of the whole grid otherwise
   (``--touching``: the split height changes only how touching objects are cut, so
-  without them the validation split cannot tell one split height from another).
+  without them the validation split cannot tell one split height from another);
+* the calibration of ``train`` since it joins the training images to a validation split
+  of fewer than ``unet.calibrate.FEW_OBJECTS`` objects (``plateau_choice`` on both, no
+  smallest object below the run's own; here every training image, where ``train`` takes
+  as many as its 8-megapixel budget holds), ``plateau_choice`` on the validation split
+  alone otherwise; and the same without the floor on the smallest object.
+
+``--val-groups K`` makes validation splits of few objects out of large ones: the
+validation images in consecutive groups of K, each group in turn the validation split
+(the rules scored on the test split for each, and the mean printed).
 
 Every choice keeps the defaults where they score as well on validation, as the
 calibration does. Where the data has four fields or more, a second table: the
@@ -55,7 +64,7 @@ def load(run, data):
     """The run's maps and truth for every split there is, and its default smallest area."""
     model, config = load_run(run)
     splits = {}
-    for split in ("val", "test", "fields"):
+    for split in ("train", "val", "test", "fields"):
         if not (Path(data) / split).is_dir():
             continue
         samples = load_folder(Path(data) / split, channels=config.channels,
@@ -63,6 +72,11 @@ def load(run, data):
         splits[split] = (predict_many(model, samples.images), list(object_labels(samples)))
     train = load_folder(Path(data) / "train", channels=config.channels, flatten=config.flatten)
     return splits, choose_min_area(train)
+
+
+def with_training(val, train):
+    """The validation split's maps and truth with the training split's appended."""
+    return val[0] + train[0], val[1] + train[1]
 
 
 def plateau_in(scores, axes, spans, edges="drop"):
@@ -97,8 +111,14 @@ def score(probs, truth, key):
     return C.score_setting(probs, truth, None, *key)
 
 
-def choices(val, default_key, touching, limits):
-    """Each rule's setting, chosen on the validation split."""
+JOINED_NO_FLOOR = f"training images joined to < {C.FEW_OBJECTS} validation objects"
+JOINED = JOINED_NO_FLOOR + ", min area not below the run's (now)"
+
+
+def choices(val, default_key, touching, limits, train=None):
+    """Each rule's setting, chosen on the validation split (and, for the last rule, on
+    the validation and training splits together where validation holds fewer than
+    ``unet.calibrate.FEW_OBJECTS`` objects)."""
     probs, truth = val
     axes = (C.THRESHOLDS, *C.calibration_grid(truth))
     grid = C._grid_by_objects(probs, truth, *axes)
@@ -109,7 +129,8 @@ def choices(val, default_key, touching, limits):
 
     rules = {"defaults": default_key,
              "best on validation": keep_default(min(grid, key=grid.get), grid),
-             "plateau_choice (now)": keep_default(C.plateau_choice(grid, axes), grid),
+             "plateau_choice (validation alone)": keep_default(C.plateau_choice(grid, axes),
+                                                               grid),
              "plateau, edges nearest": keep_default(
                  plateau_in(grid, axes, (1, 1, 1), "nearest"), grid),
              "plateau over threshold and split height": keep_default(
@@ -120,8 +141,22 @@ def choices(val, default_key, touching, limits):
     rules["plateau_choice, split height relative"] = chosen_relative
     for n in limits:
         rules[f"relative unless >= {n} touching"] = (
-            rules["plateau_choice (now)"] if touching >= n else chosen_relative)
-    return rules, {**grid, **relative, default_key: default}
+            rules["plateau_choice (validation alone)"] if touching >= n else chosen_relative)
+    if train is not None:
+        n_val = sum(count_labels(t) for t in truth)
+        if n_val < C.FEW_OBJECTS:
+            both = with_training(val, train)
+            for rule, floor in ((JOINED_NO_FLOOR, None), (JOINED, default_key[2])):
+                r = C.calibrate_postprocessing(both[0], labels=both[1],
+                                               default_min_area=default_key[2],
+                                               min_area_floor=floor)
+                rules[rule] = (r["threshold"], r["split_h"], r["min_area"])
+        else:
+            rules[JOINED_NO_FLOOR] = rules[JOINED] = rules["plateau_choice (validation alone)"]
+    scores = {**grid, **relative, default_key: default}
+    for key in rules.values():
+        scores.setdefault(key, score(probs, truth, key))
+    return rules, scores
 
 
 def fields_as_validation(fields, chosen, min_area, size=2):
@@ -155,36 +190,71 @@ def main(argv=None):
     parser.add_argument("pairs", nargs="+", metavar="RUN DATA")
     parser.add_argument("--touching", default="10,25,50",
                         help="the touching-object limits of the last rule (comma list)")
+    parser.add_argument("--val-groups", type=int, metavar="K",
+                        help="each group of K validation images in turn the validation split")
     args = parser.parse_args(argv)
     if len(args.pairs) % 2:
         parser.error("give a data folder after every run directory")
     limits = [int(n) for n in args.touching.split(",") if n]
+    if args.val_groups:
+        return val_groups(args.pairs, args.val_groups, limits)
     rows, field_rows = [], []
     for run, data in zip(args.pairs[::2], args.pairs[1::2]):
         splits, min_area = load(run, data)
         val_truth = splits["val"][1]
         n_val = sum(count_labels(t) for t in val_truth)
         touching = sum(touching_objects(t) for t in val_truth)
+        n_train = sum(count_labels(t) for t in splits["train"][1])
         default_key = (0.5, None, int(min_area))
-        rules, val_scores = choices(splits["val"], default_key, touching, limits)
+        rules, val_scores = choices(splits["val"], default_key, touching, limits,
+                                    splits.get("train"))
         for split in ("test", "fields"):
             if split not in splits:
                 continue
             for rule, key in rules.items():
-                rows.append([Path(run).name, f"{n_val} ({touching})", split, rule,
+                rows.append([Path(run).name, f"{n_val} ({touching}); {n_train}", split, rule,
                              _setting(key), f"{-val_scores[key][0]:.3f}",
                              _scores(score(*splits[split], key))])
         if "fields" in splits and len(splits["fields"][0]) >= 4:
             field_rows += [[Path(run).name, *row] for row in fields_as_validation(
-                splits["fields"], rules["plateau_choice (now)"], int(min_area))]
+                splits["fields"], rules["plateau_choice (validation alone)"], int(min_area))]
     print("object F1 / count error of each rule's choice")
-    print(table(rows, ["run", "val objects (touching)", "split", "rule",
+    print(table(rows, ["run", "val objects (touching); training objects", "split", "rule",
                        "threshold / split height / min area", "val F1", "F1 / count error"]))
     if field_rows:
         print("\nthe calibration on two annotated fields, scored on the other fields, against "
               "the run's (plateau_choice on the validation split)")
         print(table(field_rows, ["run", "validation fields", "chosen on them",
                                  "other fields: F1 / count error", "the run's choice"]))
+
+
+def val_groups(pairs, k, limits):
+    """The rules with each group of ``k`` validation images in turn as the validation
+    split: test object F1 / count error per group, and their means."""
+    rows = []
+    for run, data in zip(pairs[::2], pairs[1::2]):
+        splits, min_area = load(run, data)
+        default_key = (0.5, None, int(min_area))
+        probs, truth = splits["val"]
+        results = {}
+        for start in range(0, len(probs) - k + 1, k):
+            group = (probs[start:start + k], truth[start:start + k])
+            touching = sum(touching_objects(t) for t in group[1])
+            rules, _ = choices(group, default_key, touching, limits, splits["train"])
+            n = sum(count_labels(t) for t in group[1])
+            for rule, key in rules.items():
+                results.setdefault(rule, []).append((n, score(*splits["test"], key)))
+        for rule, scored in results.items():
+            f1 = [-s[0] for _, s in scored]
+            error = [s[1] for _, s in scored]
+            rows.append([Path(run).name, f"{len(scored)} x {k} ({min(n for n, _ in scored)}-"
+                         f"{max(n for n, _ in scored)} objects)", rule,
+                         " ".join(f"{v:.3f}" for v in f1),
+                         f"{np.mean(f1):.3f} / {100 * np.mean(error):.1f} %"])
+    print("test object F1 of each rule's choice on each group of validation images, and the "
+          "mean F1 / count error")
+    print(table(rows, ["run", "groups (objects)", "rule", "test F1 per group",
+                       "mean F1 / count error"]))
 
 
 if __name__ == "__main__":

@@ -113,7 +113,7 @@ def main(argv=None):
         f"{int(history['step'][best])} (the saved `model.keras`)",
         f"- post-processing: threshold {config.threshold}, split height {config.split_h}, "
         f"min area {config.min_area} px"
-        + (f" (calibrated on the validation split: {config.calibration['objective']} "
+        + (f" (calibrated: {config.calibration['objective']} "
            f"{config.calibration['score']:.3f}, defaults {config.calibration['default_score']:.3f})"
            if config.calibration else ""),
         "",

@@ -50,6 +50,28 @@ def test_calibration_finds_the_split_height_the_objects_need():
     assert result["objects"] == 36  # 12 peanuts in each of the 3 images
 
 
+def test_no_smallest_object_below_the_floor_is_tried(monkeypatch):
+    import unet.calibrate as C
+
+    probs, labels = zip(*(peanuts_image(seed) for seed in range(2)))
+    grid, tried = C._grid_by_objects, []
+
+    def spy(probs, labels, thresholds, split_heights, min_areas):
+        tried.append(tuple(min_areas))
+        return grid(probs, labels, thresholds, split_heights, min_areas)
+
+    monkeypatch.setattr(C, "_grid_by_objects", spy)
+    free = calibrate_postprocessing(probs, labels=labels)
+    floored = calibrate_postprocessing(probs, labels=labels, min_area_floor=60,
+                                       default_min_area=60)
+    alone = calibrate_postprocessing(probs, labels=labels, min_area_floor=10 ** 6,
+                                     default_min_area=10 ** 6)
+    assert min(tried[0]) < 60 and tried[1] == tuple(a for a in tried[0] if a >= 60)
+    assert tried[2] == (10 ** 6,)  # none left: the floor itself
+    assert floored["min_area"] >= 60 and free["min_area"] <= floored["min_area"]
+    assert alone["min_area"] == 10 ** 6
+
+
 def test_calibration_by_counts_and_without_truth():
     probs, labels = zip(*(peanuts_image(seed) for seed in range(2)))
     counts = [count_labels(t) for t in labels]

@@ -630,6 +630,7 @@ def test_the_calibration_scores_at_most_its_pixel_budget():
     assert chosen == calibration_subset([100] * 50, budget=1000)  # seeded
     assert calibration_subset([400, 5000, 300], budget=1000) == [0, 2]
     assert len(calibration_subset([5000, 6000], budget=1000)) == 1  # at least one image
+    assert calibration_subset([5000, 6000], budget=1000, at_least_one=False) == []
 
 
 def test_a_run_with_tta_calibrates_on_augmented_maps(tmp_path, sample_dir, monkeypatch):
@@ -650,40 +651,69 @@ def test_a_run_with_tta_calibrates_on_augmented_maps(tmp_path, sample_dir, monke
     config = result["config"]
     assert config.tta and Config.load(tmp_path / "run" / "config.json").tta
     val = load_folder(sample_dir / "val", channels=config.channels, flatten=config.flatten)
-    assert augmented == [True] * len(val.images)  # every validation image, augmented
+    training = load_folder(sample_dir / "train", channels=config.channels, flatten=config.flatten)
+    # every validation image and (the sample's validation split holding few spores) every
+    # training image, augmented
+    assert augmented == [True] * (len(val) + len(training))
     assert ", predicted with tta (" in result["calibration_note"]
     model, _ = load_run(tmp_path / "run")
-    maps = [predict_tiled(model, image, tta=True) for image in val.images]
+    maps = [predict_tiled(model, image, tta=True) for image in val.images + training.images]
     smallest = choose_min_area(load_folder(sample_dir / "train", channels=config.channels))
-    expected = calibrate_postprocessing(maps, labels=val.labels, masks=val.masks,
-                                        default_min_area=smallest)
+    expected = calibrate_postprocessing(maps, labels=val.labels + training.labels,
+                                        masks=val.masks + training.masks,
+                                        default_min_area=smallest, min_area_floor=smallest)
     for key in ("threshold", "split_h", "min_area", "score", "default_score"):
         assert result["calibration"][key] == expected[key]
 
 
 # ------------------------------------------------------------------ calibrating a run later
-def test_calibrating_a_run_on_its_validation_split_chooses_what_training_chose(tmp_path,
-                                                                                trained_run,
-                                                                                sample_dir):
+def test_calibrating_a_run_chooses_as_training_chooses(tmp_path, trained_run, sample_dir,
+                                                      monkeypatch):
+    import shutil
+
+    import unet.calibrate
+    import unet.train as T
+    from unet.calibrate import FEW_OBJECTS
+    from unet.count import count_labels
     from unet.data import choose_min_area, load_folder
-    from unet.train import calibrate_run
 
     run, trained = trained_run
     before = {name: (run / name).read_bytes() for name in ("model.keras", "config.json")}
+    # training calibrated on the sample's 4 validation crops and, as they hold fewer
+    # than 50 spores, its 16 training crops, trying no smallest object below the run's
+    val_objects = sum(count_labels(t) for t in load_folder(sample_dir / "val").labels)
+    assert val_objects < FEW_OBJECTS and trained["calibration"]["training_images"] == 16
+    assert trained["calibration"]["objective"] == (
+        f"object F1 at IoU 0.5 on 20 images (4 validation, 16 training: the validation split "
+        f"holds only {val_objects} objects)")
+    # `calibrate` on the same images in one folder chooses the same way, but from every
+    # smallest object of the grid: its images are not ones the network learnt
+    both = tmp_path / "both"
+    for split in ("val", "train"):
+        for kind in ("images", "masks", "labels"):
+            (both / kind).mkdir(parents=True, exist_ok=True)
+            for file in (sample_dir / split / kind).iterdir():
+                shutil.copyfile(file, both / kind / f"{split}_{file.name}")
     # the defaults' smallest object comes from the calibration images here, from the
     # training images in training: the same on the sample
-    assert choose_min_area(load_folder(sample_dir / "val")) == choose_min_area(
-        load_folder(sample_dir / "train"))
-    result = calibrate_run(run, sample_dir / "val", tmp_path / "again")
-    for key in ("threshold", "split_h", "min_area", "score", "default_score", "objects"):
+    smallest = choose_min_area(load_folder(sample_dir / "train"))
+    assert choose_min_area(load_folder(both)) == smallest
+    floors = []
+    calibrate = unet.calibrate.calibrate_postprocessing
+
+    def spy(*args, min_area_floor=None, **kwargs):
+        floors.append(min_area_floor)
+        return calibrate(*args, min_area_floor=smallest, **kwargs)  # as training does
+
+    monkeypatch.setattr(T, "calibrate_postprocessing", spy)
+    result = T.calibrate_run(run, both, tmp_path / "again")
+    assert floors == [None]  # calibrate itself sets no floor
+    for key in ("threshold", "split_h", "min_area", "score", "default_score", "objects",
+                "images"):
         assert result["calibration"][key] == trained["calibration"][key], key
-    # the sample's 4 validation crops hold too few spores for a reliable choice: said so
-    objects = sum(len(np.unique(t)) - 1 for t in load_folder(sample_dir / "val").labels)
-    assert result["calibration"]["objects"] == objects < 50
-    assert result["note"].endswith(f"only {objects} objects to choose on, too few for a "
-                                   "reliable choice: annotate more (data/README.md)")
-    assert trained["calibration_note"] == result["note"]
-    assert result["calibration"]["data"] == str((sample_dir / "val").resolve())
+    assert "training_images" not in result["calibration"]  # one folder, no training split
+    assert result["calibration"]["objective"] == "object F1 at IoU 0.5 on 20 validation images"
+    assert result["calibration"]["data"] == str(both.resolve())
     assert {name: (run / name).read_bytes() for name in before} == before  # the run is kept
     again = tmp_path / "again"
     assert (again / "model.keras").read_bytes() == before["model.keras"]
@@ -700,6 +730,67 @@ def test_calibrating_a_run_on_its_validation_split_chooses_what_training_chose(t
                                split_h=trained["config"].split_h,
                                min_area=trained["config"].min_area,
                                calibration=trained["config"].calibration) == trained["config"]
+
+
+def test_a_calibration_on_few_objects_says_so(tmp_path, trained_run, sample_dir):
+    from unet.data import load_folder
+    from unet.train import calibrate_run
+
+    result = calibrate_run(trained_run[0], sample_dir / "val", tmp_path / "out")
+    # the sample's 4 validation crops hold too few spores for a reliable choice: said so
+    objects = sum(len(np.unique(t)) - 1 for t in load_folder(sample_dir / "val").labels)
+    assert result["calibration"]["objects"] == objects < 50
+    assert result["note"].endswith(f"only {objects} objects to choose on, too few for a "
+                                   "reliable choice: annotate more (data/README.md)")
+    # training joined the 16 training crops to them: 78 spores, no warning
+    assert trained_run[1]["calibration"]["objects"] > 50
+    assert "too few" not in trained_run[1]["calibration_note"]
+
+
+def _disks(n_images, per_image, size=40, value=None):
+    """Samples of ``n_images`` images of ``size``² with ``per_image`` labelled squares."""
+    from unet.data import Samples
+
+    labels = []
+    for _ in range(n_images):
+        label = np.zeros((size, size), np.int32)
+        for k in range(per_image):
+            label[2 + 6 * k:6 + 6 * k, 2:6] = k + 1
+        labels.append(label)
+    return Samples(names=[f"{value or 'im'}_{i}" for i in range(n_images)],
+                   images=[np.zeros((size, size, 1), np.float32) for _ in labels],
+                   masks=[(label > 0).astype(np.uint8) for label in labels], labels=labels)
+
+
+def test_training_images_join_a_validation_split_of_few_objects(tmp_path, monkeypatch):
+    import unet.train as T
+
+    val, train_set = _disks(2, 3, value="val"), _disks(5, 4, value="train")
+    joined, counts, added = T._with_training_images(val, None, train_set, tmp_path)
+    assert added == 5 and counts is None
+    assert joined.names == val.names + train_set.names  # validation first
+    assert len(joined.images) == len(joined.masks) == len(joined.labels) == 7
+    assert joined.labels[2] is train_set.labels[0]
+    # enough validation objects, no training split, or another kind of truth: unchanged
+    many = _disks(2, 5 * T.FEW_OBJECTS // 10, size=400)
+    unlabelled = dataclasses.replace(train_set, labels=None)
+    for given, training in ((many, train_set), (val, None), (val, unlabelled)):
+        kept = T._with_training_images(given, None, training, tmp_path)
+        assert kept[0] is given and kept[1:] == (None, 0)
+    # counts: the training split's counts.csv joins the validation counts
+    (tmp_path / "counts.csv").write_text(
+        "name,count\n" + "".join(f"{name},4\n" for name in train_set.names))
+    joined, counts, added = T._with_training_images(
+        dataclasses.replace(val, labels=None), [3, 3], unlabelled, tmp_path)
+    assert added == 5 and counts == [3, 3, 4, 4, 4, 4, 4]
+    # the pixels the calibration scores: the validation images and as many training
+    # images as fit beside them (here 2 of 5), none where none fits
+    monkeypatch.setattr(T, "CALIBRATION_PIXELS", 4 * 40 * 40)
+    joined, _, added = T._with_training_images(val, None, train_set, tmp_path)
+    assert added == 2 and joined.names[:2] == val.names and len(joined) == 4
+    monkeypatch.setattr(T, "CALIBRATION_PIXELS", 2 * 40 * 40 + 100)
+    kept = T._with_training_images(val, None, train_set, tmp_path)
+    assert kept[0] is val and kept[1:] == (None, 0)
 
 
 def test_a_run_calibrated_on_counts_alone_minimises_the_count_error(tmp_path, trained_run,

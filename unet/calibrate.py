@@ -48,7 +48,8 @@ AREA_FRACTIONS = (0.05, 0.1, 0.2, 0.35)
 #: Fewer true objects than this in the calibration images and the choice is said to be
 #: unreliable: on 13 and 40 validation objects (HeLa tiles, DSB2018) it left the defaults
 #: for one or two objects more and lost on the test images on one machine of two; on 102
-#: objects and more it held (``benchmarks/README.md``).
+#: objects and more it held (``benchmarks/README.md``). ``train`` joins the training
+#: images to a validation split of fewer objects (``unet.train``).
 FEW_OBJECTS = 50
 
 
@@ -64,7 +65,8 @@ def _f1(tp, fp, fn):
 
 def calibrate_postprocessing(probs, labels=None, counts=None, masks=None,
                              thresholds=THRESHOLDS, split_heights=None,
-                             min_areas=None, default_min_area=MIN_AREA):
+                             min_areas=None, default_min_area=MIN_AREA,
+                             source="validation images", min_area_floor=None):
     """The post-processing that scores best on validation images, with its neighbours.
 
     The grid point chosen is the one whose neighbourhood scores best
@@ -92,6 +94,13 @@ def calibrate_postprocessing(probs, labels=None, counts=None, masks=None,
         The smallest object of the defaults, which are scored beside the grid and kept
         (with threshold 0.5 and the relative split height) where they score as well: a
         trained run's own, from its training objects (:func:`unet.data.choose_min_area`).
+    source : str
+        What the images are, for the ``objective`` line ("on 4 validation images").
+    min_area_floor : int, optional
+        No smallest object below this is tried (at least it is). ``train`` sets its own
+        smallest object where it joins training images to a validation split of few
+        objects: the network's maps of images it learnt hold none of the fragments that
+        a smaller ``min_area`` would keep on new images.
 
     Returns
     -------
@@ -112,12 +121,14 @@ def calibrate_postprocessing(probs, labels=None, counts=None, masks=None,
     grid_heights, grid_areas = calibration_grid(truth)
     split_heights = grid_heights if split_heights is None else split_heights
     min_areas = grid_areas if min_areas is None else min_areas
+    if min_area_floor is not None:
+        min_areas = tuple(a for a in min_areas if a >= min_area_floor) or (int(min_area_floor),)
     thresholds = tuple(thresholds)
     if labels is not None:
-        objective = f"object F1 at IoU 0.5 on {len(probs)} validation images"
+        objective = f"object F1 at IoU 0.5 on {len(probs)} {source}"
         scores = _grid_by_objects(probs, labels, thresholds, split_heights, min_areas)
     else:
-        objective = f"mean count error on {len(probs)} validation images"
+        objective = f"mean count error on {len(probs)} {source}"
         if masks is not None:
             thresholds = (_best_pixel_threshold(probs, masks, thresholds),)
         scores = _grid_by_counts(probs, counts, thresholds, split_heights, min_areas)

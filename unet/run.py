@@ -269,7 +269,9 @@ class Config:
     calibrate : bool
         Choose ``threshold``, ``split_h`` and ``min_area`` on the validation split when
         it has instance labels or counts (:func:`unet.calibrate.calibrate_postprocessing`;
-        at most 8 megapixels of it, :data:`unet.train.CALIBRATION_PIXELS`).
+        at most 8 megapixels of it, :data:`unet.train.CALIBRATION_PIXELS`), joined by
+        training images with the same kind of truth where the validation split holds
+        fewer than :data:`unet.calibrate.FEW_OBJECTS` objects.
     calibration : dict or None
         Written by training: what the calibration chose and the scores it compared.
     tta : bool
