@@ -34,6 +34,10 @@ def test_the_fast_grid_equals_label_spores(threshold, h, area):
     prob = ndi.gaussian_filter(rng.random((120, 140)), 3)
     prob = (prob - prob.min()) / np.ptp(prob)
     fast = remove_small_regions(_objects(prob, threshold, h), area)
+    # regions below the grid's least area dropped before splitting: the same objects
+    dropped = remove_small_regions(_objects(prob, threshold, h, min(area, 12)), area)
+    np.testing.assert_array_equal(dropped > 0, fast > 0)
+    assert count_labels(dropped) == count_labels(fast)
     slow = label_spores(prob, threshold=threshold, min_area=area, h=h)
     assert count_labels(fast) == count_labels(slow)
     np.testing.assert_array_equal(fast > 0, slow > 0)

@@ -53,10 +53,14 @@ AREA_FRACTIONS = (0.05, 0.1, 0.2, 0.35)
 FEW_OBJECTS = 50
 
 
-def _objects(prob, threshold, h):
-    """``label_spores(prob, threshold, min_area=1, h=h)``: every object, which each
-    ``min_area`` of the grid then only trims (:func:`remove_small_regions`)."""
-    return label_spores(prob, threshold, min_area=1, h=h)
+def _objects(prob, threshold, h, smallest=1):
+    """``label_spores(prob, threshold, min_area=smallest, h=h)``: every object of
+    ``smallest`` pixels or more, which each ``min_area`` of the grid from ``smallest`` up
+    then only trims (:func:`remove_small_regions`). Each region is split on its own and
+    its pieces are no larger than it, so regions below ``smallest`` are dropped before
+    splitting without changing any object the grid keeps; on the noisy maps of a barely
+    trained network, hundreds of specks an image, that is most of the splitting."""
+    return label_spores(prob, threshold, min_area=smallest, h=h)
 
 
 def _f1(tp, fp, fn):
@@ -243,7 +247,7 @@ def _grid_by_objects(probs, labels, thresholds, split_heights, min_areas):
         truth = np.asarray(truth)
         n_true = int(np.unique(truth[truth > 0]).size)
         for threshold, h in itertools.product(thresholds, split_heights):
-            objects = _objects(prob, threshold, h)
+            objects = _objects(prob, threshold, h, min(min_areas))
             for area in min_areas:
                 pred = remove_small_regions(objects, area)
                 s = object_scores(truth, pred, thresholds=(0.5,))
@@ -262,7 +266,7 @@ def _grid_by_counts(probs, counts, thresholds, split_heights, min_areas):
     errors = {}
     for prob, true in zip(probs, counts):
         for threshold, h in itertools.product(thresholds, split_heights):
-            objects = _objects(prob, threshold, h)
+            objects = _objects(prob, threshold, h, min(min_areas))
             for area in min_areas:
                 pred = remove_small_regions(objects, area)
                 n_pred = int(np.unique(pred[pred > 0]).size)
