@@ -49,7 +49,7 @@ import numpy as np
 from common import table
 
 from unet import calibrate as C
-from unet.count import count_labels, touching_pairs
+from unet.count import touching_pairs
 from unet.data import choose_min_area, load_folder, object_labels
 from unet.predict import predict_many
 from unet.run import load_run
@@ -143,8 +143,7 @@ def choices(val, default_key, touching, limits, train=None):
         rules[f"relative unless >= {n} touching"] = (
             rules["plateau_choice (validation alone)"] if touching >= n else chosen_relative)
     if train is not None:
-        n_val = sum(count_labels(t) for t in truth)
-        if n_val < C.FEW_OBJECTS:
+        if C.true_objects(truth) < C.FEW_OBJECTS:
             both = with_training(val, train)
             for rule, floor in ((JOINED_NO_FLOOR, None), (JOINED, default_key[2])):
                 r = C.calibrate_postprocessing(both[0], labels=both[1],
@@ -202,9 +201,9 @@ def main(argv=None):
     for run, data in zip(args.pairs[::2], args.pairs[1::2]):
         splits, min_area = load(run, data)
         val_truth = splits["val"][1]
-        n_val = sum(count_labels(t) for t in val_truth)
+        n_val = C.true_objects(val_truth)
         touching = sum(touching_objects(t) for t in val_truth)
-        n_train = sum(count_labels(t) for t in splits["train"][1])
+        n_train = C.true_objects(splits["train"][1])
         default_key = (0.5, None, int(min_area))
         rules, val_scores = choices(splits["val"], default_key, touching, limits,
                                     splits.get("train"))
@@ -241,7 +240,7 @@ def val_groups(pairs, k, limits):
             group = (probs[start:start + k], truth[start:start + k])
             touching = sum(touching_objects(t) for t in group[1])
             rules, _ = choices(group, default_key, touching, limits, splits["train"])
-            n = sum(count_labels(t) for t in group[1])
+            n = C.true_objects(group[1])
             for rule, key in rules.items():
                 results.setdefault(rule, []).append((n, score(*splits["test"], key)))
         for rule, scored in results.items():

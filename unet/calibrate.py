@@ -150,9 +150,16 @@ def calibrate_postprocessing(probs, labels=None, counts=None, masks=None,
         "score": float(sign * scores[best][0]),
         "default_score": float(sign * default_score[0]),
         "images": len(probs),
-        "objects": (int(sum(count_labels(t) for t in labels)) if labels is not None
-                    else int(sum(counts))),
+        "objects": true_objects(labels, counts),
     }
+
+
+def true_objects(labels=None, counts=None):
+    """How many true objects calibration images hold: the objects of their ``labels``
+    (instance label images) where given, else the sum of their ``counts``."""
+    if labels is not None:
+        return int(sum(count_labels(t) for t in labels))
+    return int(sum(counts))
 
 
 def calibration_grid(truth):

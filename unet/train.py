@@ -24,8 +24,7 @@ import numpy as np
 from . import data, losses, metrics, plot
 from ._tf import quiet_retracing
 from .augment import Augmentation
-from .calibrate import FEW_OBJECTS, calibrate_postprocessing
-from .count import count_labels
+from .calibrate import FEW_OBJECTS, calibrate_postprocessing, true_objects
 from .devices import (PRECISIONS, STRATEGIES, make_strategy,  # noqa: F401
                       multiworker_role, resolve_precision)
 from .errors import NaNLossError, UsageError
@@ -497,8 +496,7 @@ def train(
             WholeImageValidation(val_set, losses.get_loss(config.loss), config.threshold,
                                  config.batch_size, local=role is not None,
                                  interval=validation_interval(
-                                     sum(image.shape[0] * image.shape[1]
-                                         for image in val_set.images),
+                                     sum(_pixels(val_set.images)),
                                      config.steps_per_epoch * config.batch_size
                                      * config.tile_size**2,
                                      config.validation_share,
@@ -622,11 +620,9 @@ def _calibration_counts(samples, folder, what):
     return None, f"{what} has no instance labels or counts"
 
 
-def _objects_in(samples, counts):
-    """The true objects of ``samples``: their labels' objects, else the sum of ``counts``."""
-    if samples.labels is not None:
-        return int(sum(count_labels(labels) for labels in samples.labels))
-    return int(sum(counts))
+def _pixels(images):
+    """Pixels of each image (its height times its width)."""
+    return [image.shape[0] * image.shape[1] for image in images]
 
 
 def _with_training_images(val_set, counts, train_set, train_dir, seed=0):
@@ -648,14 +644,14 @@ def _with_training_images(val_set, counts, train_set, train_dir, seed=0):
         The samples to calibrate on, their counts (None where they hold labels) and how
         many training images were added (0: ``val_set`` and ``counts`` as given).
     """
-    if train_set is None or _objects_in(val_set, counts) >= FEW_OBJECTS:
+    if train_set is None or true_objects(val_set.labels, counts) >= FEW_OBJECTS:
         return val_set, counts, 0
     train_counts, reason = _calibration_counts(train_set, train_dir, "the training split")
     if reason or (train_counts is None) != (counts is None):  # not the same kind of truth
         return val_set, counts, 0
-    room = CALIBRATION_PIXELS - sum(image.shape[0] * image.shape[1] for image in val_set.images)
-    chosen = calibration_subset([image.shape[0] * image.shape[1] for image in train_set.images],
-                                budget=room, seed=seed, at_least_one=False)
+    room = CALIBRATION_PIXELS - sum(_pixels(val_set.images))
+    chosen = calibration_subset(_pixels(train_set.images), budget=room, seed=seed,
+                                at_least_one=False)
     if not chosen:
         return val_set, counts, 0
 
@@ -674,8 +670,7 @@ def _choose_postprocessing(model, config, samples, counts, default_min_area,
     """Predict ``samples`` as the run predicts and choose its post-processing on their
     labels, else ``counts`` (:func:`unet.calibrate.calibrate_postprocessing`'s dict;
     ``source`` says what the images are)."""
-    chosen = calibration_subset([image.shape[0] * image.shape[1] for image in samples.images],
-                                seed=config.seed)
+    chosen = calibration_subset(_pixels(samples.images), seed=config.seed)
     pick = (lambda values: None if values is None else [values[i] for i in chosen])
     if config.tta:  # the maps predict and evaluate of this run will threshold and split
         with quiet_retracing():
@@ -721,16 +716,15 @@ def _calibrate(config, out_dir, val_set, val_dir, train_set=None, train_dir=None
     counts, reason = _calibration_counts(val_set, val_dir, "the validation split")
     if reason:
         return config, f"calibration skipped: {reason}; kept {kept}"
-    val_objects = _objects_in(val_set, counts)
-    samples, counts, added = _with_training_images(val_set, counts, train_set, train_dir,
-                                                   seed=config.seed)
+    samples, joined_counts, added = _with_training_images(val_set, counts, train_set,
+                                                          train_dir, seed=config.seed)
     source = "validation images" if not added else (
         f"images ({len(val_set)} validation, {added} training: the validation split holds "
-        f"only {val_objects} objects)")
+        f"only {true_objects(val_set.labels, counts)} objects)")
     model, _ = load_run(out_dir)
     # learnt images show none of the fragments of new ones: no smaller min_area from them
-    result = _choose_postprocessing(model, config, samples, counts, config.min_area, source,
-                                    min_area_floor=config.min_area if added else None)
+    result = _choose_postprocessing(model, config, samples, joined_counts, config.min_area,
+                                    source, min_area_floor=config.min_area if added else None)
     result["training_images"] = added
     config, note = _calibrated(config, result)
     config.save(out_dir / "config.json")
