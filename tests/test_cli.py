@@ -52,6 +52,15 @@ def test_evaluate_json_is_one_object_with_pooled_scores(trained_run, sample_dir)
     assert result["images"] == 4 and len(result["per_image"]) == 4
     counts = {r["name"]: int(r["count"]) for r in csv.DictReader(open(sample_dir / "test" / "counts.csv"))}
     assert result["count_true"] == sum(counts.values())
+    errors = result["object_errors"]
+    assert errors["true"] == sum(counts.values())
+    assert errors["true"] - errors["matched"] == sum(
+        errors[k] for k in ("missed", "merged", "split", "outline"))
+
+    code, text, err = run_cli("evaluate", "--model", run, "--data", sample_dir / "test")
+    assert code == 0, err
+    assert (f"unmatched {errors['true'] - errors['matched']} of {errors['true']} true objects: "
+            f"{errors['missed']} missed, {errors['merged']} merged") in text
 
 
 def test_evaluate_user_errors(capsys, tmp_path, trained_run, sample_dir):

@@ -249,6 +249,65 @@ def test_match_spores_by_overlap():
         match_spores(truth, pred, min_iou=0.3)
 
 
+def test_object_errors_name_each_unmatched_object():
+    from unet.count import object_errors
+
+    truth = np.zeros((60, 60), int)
+    truth[0:10, 0:10] = 1      # matched
+    truth[0:10, 10:20] = 2     # touches 3; both merged into one prediction
+    truth[0:10, 20:30] = 3
+    truth[20:30, 0:10] = 4     # cut in two halves: split
+    truth[20:30, 20:30] = 5    # a corner of 16 px predicted: missed
+    truth[40:50, 0:10] = 6     # a prediction twice its size over it: outline
+    pred = np.zeros((60, 60), int)
+    pred[0:10, 0:10] = 1
+    pred[0:10, 10:30] = 2      # the merger of 2 and 3
+    pred[20:30, 0:5] = 3
+    pred[20:30, 5:10] = 4
+    pred[20:24, 20:24] = 5
+    pred[40:50, 0:20] = 6      # IoU 100 / 200 = 0.5: no match; half of it on truth
+    pred[40:50, 40:50] = 7     # on background: spurious
+    errors = object_errors(truth, pred)
+    assert errors == {"true": 6, "pred": 7, "matched": 1, "missed": 1, "merged": 2,
+                      "split": 1, "outline": 1, "spurious": 1}
+    # the kinds of error add up to the unmatched true objects of the matching
+    assert sum(errors[k] for k in ("missed", "merged", "split", "outline")) == 5
+    named = object_errors(truth * 10, pred + 100 * (pred > 0), ids=True)["ids"]
+    assert {k: v.tolist() for k, v in named.items()} == {
+        "missed": [50], "merged": [20, 30], "split": [40], "outline": [60], "spurious": [107]}
+    # a prediction 3 px off the outline of 6 matches at IoU 70 / 130 (> 0.5), not at 0.6
+    pred[40:50, 0:20] = 0
+    pred[40:50, 3:13] = 6
+    assert object_errors(truth, pred)["matched"] == 2
+    assert object_errors(truth, pred, min_iou=0.6)["outline"] == 1
+    assert object_errors(truth, truth) == {"true": 6, "pred": 6, "matched": 6, "missed": 0,
+                                           "merged": 0, "split": 0, "outline": 0,
+                                           "spurious": 0}
+    with pytest.raises(ValueError, match="same shape"):
+        object_errors(truth, pred[:10])
+
+
+def test_object_errors_add_up_to_the_matching_on_random_labels():
+    from skimage.segmentation import watershed
+
+    from unet.count import match_spores, object_errors
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        grids = []
+        for _ in range(2):  # random touching and lone objects, some background
+            seeds = np.zeros((48, 48), int)
+            ys, xs = rng.integers(0, 48, (2, 12))
+            seeds[ys, xs] = np.arange(1, 13)
+            grids.append(watershed(np.zeros((48, 48)), seeds, mask=rng.random((48, 48)) < 0.9))
+        truth, pred = grids
+        pred[rng.random((48, 48)) < 0.05] = 0
+        errors, match = object_errors(truth, pred), match_spores(truth, pred)
+        assert errors["matched"] == match["tp"]
+        assert sum(errors[k] for k in ("missed", "merged", "split", "outline")) == match["fn"]
+        assert errors["spurious"] <= match["fp"]
+
+
 def _split_whole_image(mask, h):
     """The split as it was done on whole-image arrays (the reference for the one done
     region by region): distance map, smoothing, h-maxima and watershed of all regions

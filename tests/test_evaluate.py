@@ -187,6 +187,9 @@ def test_object_scores_are_pooled_and_name_their_truth(tmp_path):
     assert result["object_f1"] == pytest.approx(2 / (3 + 2))
     # AP(t) = tp / (tp + fp + fn): 1/4 at every threshold (A matches up to IoU 1)
     assert result["ap_50_95"] == pytest.approx(0.25)
+    # B half found is outlined too differently; the invented square lies on background
+    assert result["object_errors"] == {"true": 2, "pred": 3, "matched": 1, "missed": 0,
+                                       "merged": 0, "split": 0, "outline": 1, "spurious": 1}
 
     ids = np.zeros((40, 40), np.uint16)  # the same truth as an instance-id mask
     ids[2:10, 2:10], ids[20:30, 20:30] = 3, 7

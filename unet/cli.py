@@ -329,6 +329,11 @@ def _evaluate(args):
         print(f"  objects   F1 {result['object_f1']:.4f} at IoU 0.5 (precision "
               f"{result['object_precision']:.4f}, recall {result['object_recall']:.4f}), "
               f"AP 0.5:0.95 {result['ap_50_95']:.4f}; truth: {result['object_truth']}")
+        e = result["object_errors"]
+        print(f"  unmatched {e['true'] - e['matched']} of {e['true']} true objects: "
+              f"{e['missed']} missed, {e['merged']} merged, {e['split']} split, "
+              f"{e['outline']} outlined too differently; {e['spurious']} of {e['pred']} "
+              f"found lie mostly on background")
     if "count_true" in result:
         print(f"  spores    {result['count_pred']} predicted / {result['count_true']} true "
               f"(mean error {100 * result['count_error']:.1f} % per image)")

@@ -22,6 +22,7 @@ Connectivity is 4 (pixels touching only at a corner are separate regions).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -669,7 +670,9 @@ def match_spores(true_labels, pred_labels, min_iou=0.5):
         )
     if not 0.5 <= min_iou < 1:
         raise UsageError(f"min_iou must be in [0.5, 1) for a unique matching, got {min_iou}.")
-    n_true, n_pred, pair_t, pair_p, iou, true_ids, pred_ids = _overlaps(true_labels, pred_labels)
+    o = _overlaps(true_labels, pred_labels)
+    n_true, n_pred, pair_t, pair_p, iou = o.n_true, o.n_pred, o.pair_true, o.pair_pred, o.iou
+    true_ids, pred_ids = o.true_ids, o.pred_ids
     matched = iou > min_iou
     tp = int(matched.sum())
     fp, fn = n_pred - tp, n_true - tp
@@ -691,6 +694,21 @@ def match_spores(true_labels, pred_labels, min_iou=0.5):
     }
 
 
+class Overlaps(NamedTuple):
+    """What :func:`_overlaps` returns (see there)."""
+
+    n_true: int
+    n_pred: int
+    pair_true: np.ndarray
+    pair_pred: np.ndarray
+    iou: np.ndarray
+    inter: np.ndarray
+    area_true: np.ndarray
+    area_pred: np.ndarray
+    true_ids: np.ndarray
+    pred_ids: np.ndarray
+
+
 def _overlaps(true_labels, pred_labels):
     """The overlapping (true, predicted) object pairs of two label images and their IoU.
 
@@ -699,10 +717,12 @@ def _overlaps(true_labels, pred_labels):
 
     Returns
     -------
-    tuple
-        ``(n_true, n_pred, pair_true, pair_pred, iou, true_ids, pred_ids)``: object
-        counts, the pairs as 1-based consecutive indices, their IoU, and the original
-        labels of the consecutive indices (``true_ids[k]`` is the label of index ``k``).
+    Overlaps
+        ``n_true``, ``n_pred``: object counts; ``pair_true``, ``pair_pred``: the pairs as
+        1-based consecutive indices; ``iou`` and ``inter`` (shared pixels) of each pair;
+        ``area_true``, ``area_pred``: the areas by index (index 0: the background);
+        ``true_ids``, ``pred_ids``: the original labels of the consecutive indices
+        (``true_ids[k]`` is the label of index ``k``).
     """
     from skimage.segmentation import relabel_sequential
 
@@ -715,7 +735,8 @@ def _overlaps(true_labels, pred_labels):
     area_t = np.bincount(t.ravel(), minlength=n_true + 1).astype(np.float64)
     area_p = np.bincount(p.ravel(), minlength=n_pred + 1).astype(np.float64)
     iou = inter / (area_t[pair_t] + area_p[pair_p] - inter)
-    return n_true, n_pred, pair_t, pair_p, iou, np.asarray(true_ids), np.asarray(pred_ids)
+    return Overlaps(n_true, n_pred, pair_t, pair_p, iou, inter.astype(np.float64), area_t,
+                    area_p, np.asarray(true_ids), np.asarray(pred_ids))
 
 
 #: IoU thresholds of the mean average precision (2018 Data Science Bowl): 0.5, 0.55, ..., 0.95.
@@ -739,9 +760,90 @@ def object_scores(true_labels, pred_labels, thresholds=AP_THRESHOLDS):
     thresholds = np.asarray(thresholds, dtype=np.float64)
     if thresholds.size == 0 or thresholds.min() < 0.5 or thresholds.max() >= 1:
         raise UsageError(f"IoU `thresholds` must lie in [0.5, 1), got {thresholds.tolist()}.")
-    n_true, n_pred, _, _, iou, _, _ = _overlaps(true_labels, pred_labels)
+    o = _overlaps(true_labels, pred_labels)
+    n_true, n_pred, iou = o.n_true, o.n_pred, o.iou
     tp = (iou[None, :] > thresholds[:, None]).sum(axis=1)
     fp, fn = n_pred - tp, n_true - tp
     union = tp + fp + fn
     ap = np.where(union > 0, tp / np.maximum(union, 1), 1.0)
     return {"thresholds": thresholds, "tp": tp, "fp": fp, "fn": fn, "ap": ap}
+
+
+#: Share of an object's area that decides each kind of error of :func:`object_errors`.
+ERROR_SHARE = 0.5
+
+
+def object_errors(true_labels, pred_labels, min_iou=0.5, ids=False):
+    """What went wrong with the objects that did not match (IoU above ``min_iou``).
+
+    Each unmatched true object gets one kind, tried in this order (a "share" is
+    :data:`ERROR_SHARE`, half of an area):
+
+    - **missed**: less than half of it lies in any predicted object;
+    - **merged**: one predicted object covers half of it and half of another true
+      object (touching objects counted as one: a lower split height would part them);
+    - **split**: two or more predicted objects lie mostly (half of their area) inside
+      it (a higher split height, or a larger smallest object, would join them);
+    - **outline**: found, but outlined too differently to match.
+
+    So ``missed + merged + split + outline`` is the number of unmatched true objects
+    (``fn`` of :func:`match_spores`). Of the unmatched predicted objects, those lying
+    less than half on any true object are **spurious** (debris, or objects the truth
+    left out: a higher threshold or a larger smallest object drops them).
+
+    Parameters
+    ----------
+    true_labels, pred_labels : array_like of int
+        Instance label images of the same shape (0 = background).
+    min_iou : float
+        Least intersection over union of a match, in [0.5, 1).
+    ids : bool
+        Also return the labels (as given) of the objects of each kind, to look at them.
+
+    Returns
+    -------
+    dict
+        ``true``, ``pred`` (object counts), ``matched``, and the counts ``missed``,
+        ``merged``, ``split``, ``outline`` (unmatched true objects) and ``spurious``
+        (unmatched predicted objects). With ``ids``: ``"ids"``, a dict of the same five
+        kinds, each an array of labels (true labels; predicted ones for ``spurious``).
+    """
+    true_labels, pred_labels = np.asarray(true_labels), np.asarray(pred_labels)
+    if true_labels.shape != pred_labels.shape or true_labels.ndim != 2:
+        raise UsageError(
+            f"Need two 2-D label images of the same shape, got {true_labels.shape} and "
+            f"{pred_labels.shape}."
+        )
+    if not 0.5 <= min_iou < 1:
+        raise UsageError(f"min_iou must be in [0.5, 1) for a unique matching, got {min_iou}.")
+    o = _overlaps(true_labels, pred_labels)
+    t, p, inter = o.pair_true, o.pair_pred, o.inter
+    matched = o.iou > min_iou
+    unmatched_t = np.ones(o.n_true + 1, bool)
+    unmatched_t[[0, *t[matched]]] = False
+    unmatched_p = np.ones(o.n_pred + 1, bool)
+    unmatched_p[[0, *p[matched]]] = False
+    area_t, area_p = np.maximum(o.area_true, 1), np.maximum(o.area_pred, 1)
+    # the share of each true object inside any prediction, of each prediction on any truth
+    covered = np.bincount(t, weights=inter, minlength=o.n_true + 1) / area_t
+    on_truth = np.bincount(p, weights=inter, minlength=o.n_pred + 1) / area_p
+    halves_t = inter >= ERROR_SHARE * area_t[t]  # the prediction covers half of the truth
+    merger = np.bincount(p[halves_t], minlength=o.n_pred + 1) >= 2
+    in_merger = np.zeros(o.n_true + 1, bool)
+    in_merger[t[halves_t & merger[p]]] = True
+    pieces = np.bincount(t[inter >= ERROR_SHARE * area_p[p]], minlength=o.n_true + 1)
+    missed = unmatched_t & (covered < ERROR_SHARE)
+    merged = unmatched_t & ~missed & in_merger
+    split = unmatched_t & ~missed & ~merged & (pieces >= 2)
+    outline = unmatched_t & ~missed & ~merged & ~split
+    spurious = unmatched_p & (on_truth < ERROR_SHARE)
+    kinds = {"missed": missed, "merged": merged, "split": split, "outline": outline}
+    result = {"true": o.n_true, "pred": o.n_pred, "matched": int(matched.sum()),
+              **{kind: int(where.sum()) for kind, where in kinds.items()},
+              "spurious": int(spurious.sum())}
+    if ids:
+        # index k of the boolean arrays is the consecutive index k, label *_ids[k]
+        result["ids"] = {kind: o.true_ids[np.flatnonzero(where)]
+                         for kind, where in kinds.items()}
+        result["ids"]["spurious"] = o.pred_ids[np.flatnonzero(spurious)]
+    return result

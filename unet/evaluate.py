@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from ._tf import quiet_retracing
-from .count import AP_THRESHOLDS, label_spores, object_scores, relative_count_error
+from .count import (AP_THRESHOLDS, label_spores, object_errors, object_scores,
+                    relative_count_error)
 from .data import check_mask_set
 from .errors import UsageError
 from .image import prepare_image
@@ -194,7 +195,8 @@ def evaluate(model, data_dir, threshold=FROM_MODEL, tta=FROM_MODEL, count=True, 
         ``object_recall``, ``object_f1``), the mean over images of the average precision
         over IoU 0.5:0.95 (``ap_50_95``, the DSB2018 score) and where the true objects
         came from (``object_truth``: ``labels``, ``mask ids``, ``mask components`` or a
-        mix, see :func:`true_instances`); where true counts exist (``counts.csv`` or
+        mix, see :func:`true_instances`), and what went wrong with the unmatched objects
+        (``object_errors``: :func:`unet.count.object_errors` summed over images); where true counts exist (``counts.csv`` or
         ``labels/``): ``count_true``, ``count_pred`` (totals) and ``count_error`` (mean
         over images of :func:`unet.count.relative_count_error`). ``per_image`` rows.
     """
@@ -204,6 +206,7 @@ def evaluate(model, data_dir, threshold=FROM_MODEL, tta=FROM_MODEL, count=True, 
     truth_counts = read_counts(data_dir, [p.name for p in find_pairs(data_dir)]) if count else {}
     totals = np.zeros(4, dtype=np.int64)
     objects = np.zeros((3, len(AP_THRESHOLDS)), dtype=np.int64)  # tp, fp, fn
+    errors = {}  # object_errors pooled over images
     per_image, aps, sources = [], [], set()
     # tta and flatten: resolved by iter_predictions
     for item in iter_predictions(model, data_dir, tta=tta, progress=progress, flatten=flatten):
@@ -218,6 +221,8 @@ def evaluate(model, data_dir, threshold=FROM_MODEL, tta=FROM_MODEL, count=True, 
             scores = object_scores(truth, pred_labels)
             objects += np.stack([scores["tp"], scores["fp"], scores["fn"]])
             aps.append(float(scores["ap"].mean()))
+            for key, value in object_errors(truth, pred_labels).items():
+                errors[key] = errors.get(key, 0) + value
             row.update(object_f1=_f1(scores["tp"][0], scores["fp"][0], scores["fn"][0]),
                        ap_50_95=aps[-1], count_pred=int(pred_labels.max(initial=0)))
             if item.name in truth_counts:
@@ -234,6 +239,7 @@ def evaluate(model, data_dir, threshold=FROM_MODEL, tta=FROM_MODEL, count=True, 
             object_f1=_f1(tp, fp, fn),
             ap_50_95=float(np.mean(aps)),
             object_truth=" + ".join(sorted(sources)),
+            object_errors=errors,
         )
     counted = [r for r in per_image if "count_true" in r]
     if counted:

@@ -177,7 +177,7 @@ def write_report(model, data_dir, report_dir, threshold=FROM_MODEL, tta=FROM_MOD
              f"spore {resolve_min_area(post['min_area'])} px"
              f"{', test-time augmentation' if settings['tta'] else ''}."]
     if scores:
-        shown = {k: v for k, v in scores.items() if not isinstance(v, (list, dict))}
+        shown = {k: v for k, v in scores.items() if not isinstance(v, list)}
         lines += ["", "Scores of `unet evaluate`:", "", "```", json.dumps(shown, indent=1), "```"]
     lines += [
         "", f"Highest pooled Dice on this folder: {curve[best]:.4f} at threshold "
