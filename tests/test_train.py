@@ -108,6 +108,27 @@ def test_config_rejects_bad_values(values, message):
         Config(**values)
 
 
+def test_config_changes_augmentation_fields_and_refuses_unknown_ones(tmp_path):
+    config = Config(augmentation={"brightness": 0.2, "contrast": 0.5, "gamma": 0.4,
+                                  "elastic_grid": 4.0})
+    config.save(tmp_path / "config.json")
+    assert Config.load(tmp_path / "config.json") == config
+    changed = unet.Augmentation.from_overrides(config.augmentation)
+    assert (changed.brightness, changed.contrast, changed.gamma) == (0.2, 0.5, 0.4)
+    assert changed.elastic_grid == 4 and isinstance(changed.elastic_grid, int)
+    assert changed.rotation == unet.Augmentation().rotation  # the rest as by default
+    assert unet.Augmentation.from_overrides(None) == unet.Augmentation()
+    for bad, message in (({"contras": 0.5}, r"Unknown augmentation field\(s\) \['contras'\]"),
+                         ({"contrast": "high"}, "contrast must be a number"),
+                         ({"flip": 1}, "flip must be true or false"),
+                         ({"elastic_grid": 2.5}, "elastic_grid must be an integer"),
+                         ({"gamma": -0.1}, "gamma must be >= 0")):
+        with pytest.raises(ValueError, match=message):
+            Config(augmentation=bad)
+    with pytest.raises(ValueError, match="augmentation`? must be an object or null"):
+        Config(augmentation=[0.5])
+
+
 def test_quick_config_is_short():
     quick = Config(steps=5000).quick()
     assert quick.steps == 40 and quick.epochs == 4 and quick.train_limit == 64

@@ -93,6 +93,30 @@ class Augmentation:
             raise UsageError(f"Augmentation.elastic_grid must be >= 2, got {self.elastic_grid}.")
 
     @classmethod
+    def from_overrides(cls, values=None):
+        """The defaults with some fields changed: ``Config.augmentation`` (a JSON object).
+
+        ``values``: a dict of field names and values, or None (the defaults). Unknown
+        names, and values of the wrong type (flags must be ``true``/``false``, ranges
+        numbers), raise :class:`unet.UsageError` naming the fields.
+        """
+        values = dict(values or {})
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise UsageError(f"Unknown augmentation field(s) {unknown}; known: {sorted(known)}.")
+        for name, value in values.items():
+            flag = isinstance(known[name].default, bool)
+            whole = isinstance(known[name].default, int) and not flag
+            if (isinstance(value, bool) != flag or not isinstance(value, (int, float))
+                    or (whole and not float(value).is_integer())):
+                kind = "true or false" if flag else "an integer" if whole else "a number"
+                raise UsageError(f"Augmentation.{name} must be {kind}, got {value!r}.")
+            if whole:
+                values[name] = int(value)
+        return cls(**values)
+
+    @classmethod
     def none(cls):
         """An augmentation that changes nothing."""
         return cls(

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .augment import Augmentation
 from .errors import UsageError, check_choice
 from .image import BACKGROUND_WINDOWS
 from .io import LOCK_NAME, write_text
@@ -253,6 +254,12 @@ class Config:
     augment : bool
         Flips, rotations, elastic deformation and intensity changes (see
         :class:`unet.augment.Augmentation`).
+    augmentation : dict or None
+        Fields of :class:`unet.augment.Augmentation` to change from its defaults, e.g.
+        ``{"brightness": 0.2, "contrast": 0.5, "gamma": 0.4}``: wider intensity ranges,
+        which found the grey inner cells of a phase-contrast colony that the defaults
+        missed (benchmarks/README.md, *The intensity augmentation's ranges*). None: the
+        defaults.
     early_stopping_steps, reduce_lr_steps : int
         Steps without a better validation Dice before stopping / halving the learning
         rate (rounded up to whole epochs).
@@ -315,6 +322,7 @@ class Config:
     border_w0: float = 10.0
     border_sigma: float = 5.0
     augment: bool = True
+    augmentation: dict | None = None
     early_stopping_steps: int = 1500
     reduce_lr_steps: int = 500
     seed: int = 0
@@ -341,6 +349,7 @@ class Config:
                 kind = kind.replace("| str", "").strip()
             setattr(self, field.name,
                     _check_type(field.name, kind, optional, getattr(self, field.name)))
+        Augmentation.from_overrides(self.augmentation)  # refuses unknown fields
         check_choice("padding", self.padding, PADDINGS)
         check_choice("skip", self.skip, SKIPS)
         check_choice("loss", self.loss, LOSSES)

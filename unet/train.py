@@ -462,7 +462,8 @@ def train(
         weights = "border" if config.loss == "weighted_bce" else "uniform"
         train_ds = data.make_dataset(
             train_set, config.tile_size, config.output_tile_size, batch_size=config.batch_size,
-            augment=Augmentation() if config.augment else None, shuffle=True, seed=config.seed,
+            augment=Augmentation.from_overrides(config.augmentation) if config.augment else None,
+            shuffle=True, seed=config.seed,
             repeat=True, weights=weights, w0=config.border_w0, sigma=config.border_sigma,
             foreground_fraction=config.foreground_fraction,
         )
