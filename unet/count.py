@@ -662,15 +662,7 @@ def match_spores(true_labels, pred_labels, min_iou=0.5):
         of the unmatched true and predicted spores, to look at the errors. Empty
         truth and prediction score 1.
     """
-    true_labels, pred_labels = np.asarray(true_labels), np.asarray(pred_labels)
-    if true_labels.shape != pred_labels.shape or true_labels.ndim != 2:
-        raise UsageError(
-            f"Need two 2-D label images of the same shape, got {true_labels.shape} and "
-            f"{pred_labels.shape}."
-        )
-    if not 0.5 <= min_iou < 1:
-        raise UsageError(f"min_iou must be in [0.5, 1) for a unique matching, got {min_iou}.")
-    o = _overlaps(true_labels, pred_labels)
+    o = _checked_overlaps(true_labels, pred_labels, min_iou)
     n_true, n_pred, pair_t, pair_p, iou = o.n_true, o.n_pred, o.pair_true, o.pair_pred, o.iou
     true_ids, pred_ids = o.true_ids, o.pred_ids
     matched = iou > min_iou
@@ -707,6 +699,19 @@ class Overlaps(NamedTuple):
     area_pred: np.ndarray
     true_ids: np.ndarray
     pred_ids: np.ndarray
+
+
+def _checked_overlaps(true_labels, pred_labels, min_iou):
+    """:func:`_overlaps` of two label images of one 2-D shape, ``min_iou`` in [0.5, 1)."""
+    true_labels, pred_labels = np.asarray(true_labels), np.asarray(pred_labels)
+    if true_labels.shape != pred_labels.shape or true_labels.ndim != 2:
+        raise UsageError(
+            f"Need two 2-D label images of the same shape, got {true_labels.shape} and "
+            f"{pred_labels.shape}."
+        )
+    if not 0.5 <= min_iou < 1:
+        raise UsageError(f"min_iou must be in [0.5, 1) for a unique matching, got {min_iou}.")
+    return _overlaps(true_labels, pred_labels)
 
 
 def _overlaps(true_labels, pred_labels):
@@ -793,10 +798,8 @@ def object_errors(true_labels, pred_labels, min_iou=0.5, ids=False):
 
     Parameters
     ----------
-    true_labels, pred_labels : array_like of int
-        Instance label images of the same shape (0 = background).
-    min_iou : float
-        Least intersection over union of a match, in [0.5, 1).
+    true_labels, pred_labels, min_iou
+        As in :func:`match_spores`.
     ids : bool
         Also return the labels (as given) of the objects of each kind, to look at them.
 
@@ -808,15 +811,7 @@ def object_errors(true_labels, pred_labels, min_iou=0.5, ids=False):
         (unmatched predicted objects). With ``ids``: ``"ids"``, a dict of the same five
         kinds, each an array of labels (true labels; predicted ones for ``spurious``).
     """
-    true_labels, pred_labels = np.asarray(true_labels), np.asarray(pred_labels)
-    if true_labels.shape != pred_labels.shape or true_labels.ndim != 2:
-        raise UsageError(
-            f"Need two 2-D label images of the same shape, got {true_labels.shape} and "
-            f"{pred_labels.shape}."
-        )
-    if not 0.5 <= min_iou < 1:
-        raise UsageError(f"min_iou must be in [0.5, 1) for a unique matching, got {min_iou}.")
-    o = _overlaps(true_labels, pred_labels)
+    o = _checked_overlaps(true_labels, pred_labels, min_iou)
     t, p, inter = o.pair_true, o.pair_pred, o.inter
     matched = o.iou > min_iou
     unmatched_t = np.ones(o.n_true + 1, bool)
