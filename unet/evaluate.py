@@ -196,9 +196,10 @@ def evaluate(model, data_dir, threshold=FROM_MODEL, tta=FROM_MODEL, count=True, 
         over IoU 0.5:0.95 (``ap_50_95``, the DSB2018 score) and where the true objects
         came from (``object_truth``: ``labels``, ``mask ids``, ``mask components`` or a
         mix, see :func:`true_instances`), and what went wrong with the unmatched objects
-        (``object_errors``: :func:`unet.count.object_errors` summed over images); where true counts exist (``counts.csv`` or
-        ``labels/``): ``count_true``, ``count_pred`` (totals) and ``count_error`` (mean
-        over images of :func:`unet.count.relative_count_error`). ``per_image`` rows.
+        (``object_errors``: :func:`unet.count.object_errors` summed over images); where
+        true counts exist (``counts.csv`` or ``labels/``): ``count_true``, ``count_pred``
+        (totals) and ``count_error`` (mean over images of
+        :func:`unet.count.relative_count_error`). ``per_image`` rows.
     """
     data_dir = Path(data_dir)
     post = prediction_settings(model, threshold=threshold, min_area=min_area, split_h=split_h)
