@@ -46,7 +46,7 @@ KINDS = ("missed", "merged", "split", "outline", "spurious")
 
 
 def contrast(gray, labels, ids):
-    """Median over objects ``ids`` of |their mean of ``gray`` - the image's median|."""
+    """|Mean of ``gray`` over each object ``ids`` - the image's median|, a list."""
     from scipy import ndimage as ndi
 
     if len(ids) == 0:
@@ -60,8 +60,7 @@ def found_by(labels, ids, other):
     hits = 0
     for i in ids:
         inside = other[labels == i]
-        counts = np.bincount(inside[inside > 0]) if inside.any() else np.zeros(1)
-        hits += int(counts.max(initial=0) >= 0.5 * inside.size)
+        hits += int(np.bincount(inside[inside > 0]).max(initial=0) >= 0.5 * inside.size)
     return hits
 
 
