@@ -1,6 +1,6 @@
 """The intensity augmentation's ranges, measured on data the project did not make.
 
-    python benchmarks/augmentation.py DATA --work DIR [--variants off,strong]
+    python benchmarks/augmentation.py DATA --work DIR [--variants off,default,medium,strong]
                                       [--baseline RUN] [--seed 0]
 
 ``unet.Augmentation`` changes each training crop's brightness (a value added, uniform in
@@ -13,7 +13,8 @@ changed, the flips, rotations, elastic deformation and noise as they are:
 
 * ``off``: no intensity change;
 * ``default``: the defaults (or ``--baseline RUN``, a default run already trained with
-  the same seed, which the same code trains again to the same weights);
+  the same seed, not trained again; an earlier run, so whether training now would give
+  the same weights is not checked);
 * ``medium``: brightness ±0.15, contrast 1 ± 0.35, gamma exp(±0.3);
 * ``strong``: brightness ±0.2, contrast 1 ± 0.5, gamma exp(±0.4).
 
@@ -53,7 +54,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", type=Path)
     parser.add_argument("--work", type=Path, required=True)
-    parser.add_argument("--variants", default="off,default,strong")
+    parser.add_argument("--variants", default="off,default,medium,strong")
     parser.add_argument("--baseline", type=Path, help="a default run of DATA, same seed")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
