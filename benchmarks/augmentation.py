@@ -1,6 +1,6 @@
 """The intensity augmentation's ranges, measured on data the project did not make.
 
-    python benchmarks/augmentation.py DATA --work DIR [--variants off,default,medium,strong]
+    python benchmarks/augmentation.py DATA --work DIR [--variants off,default,strong]
                                       [--baseline RUN] [--seed 0]
 
 ``unet.Augmentation`` changes each training crop's brightness (a value added, uniform in
@@ -54,7 +54,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", type=Path)
     parser.add_argument("--work", type=Path, required=True)
-    parser.add_argument("--variants", default="off,default,medium,strong")
+    parser.add_argument("--variants", default="off,default,strong")
     parser.add_argument("--baseline", type=Path, help="a default run of DATA, same seed")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
