@@ -72,6 +72,26 @@ def test_evaluate_user_errors(capsys, tmp_path, trained_run, sample_dir):
                                "--threshold", "2"], "--threshold must be between 0 and 1")
 
 
+def test_evaluate_split_height_relative_overrides_the_runs(trained_run, sample_dir):
+    from unet.evaluate import evaluate
+    from unet.run import load_run
+
+    run, _ = trained_run
+    model, _ = load_run(run)
+    for given, library in (("relative", None), ("0.3", 0.3)):
+        code, out, err = run_cli("evaluate", "--model", run, "--data", sample_dir / "test",
+                                 "--split-h", given, "--json")
+        assert code == 0, err
+        expected = evaluate(model, sample_dir / "test", split_h=library)
+        assert json.loads(out)["per_image"] == json.loads(json.dumps(expected["per_image"]))
+    code, text, err = run_cli("evaluate", "--model", run, "--data", sample_dir / "test",
+                              "--split-h", "relative")
+    assert code == 0 and "split_h relative," in text, err
+    code, _, err = run_cli("evaluate", "--model", run, "--data", sample_dir / "test",
+                           "--split-h", "rel")
+    assert code == 2 and "expected a number of pixels or 'relative'" in err
+
+
 # ---------------------------------------------------------------------------- predict
 def test_predict_writes_masks_overlays_and_tables(tmp_path, trained_run, sample_dir):
     run, _ = trained_run

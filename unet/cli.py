@@ -20,6 +20,9 @@ from pathlib import Path
 
 from .errors import UsageError, translate
 
+#: ``--split-h relative``: the split height relative to each image's objects.
+RELATIVE = "relative"
+
 #: Library parameter -> command-line flag, for the messages of every command.
 FLAGS = {
     "out_dir": "--out",
@@ -242,9 +245,10 @@ def _add_model_options(p):
                    f"{DEFAULT_MODEL}, the pretrained spore model; see its MODEL_CARD.md)")
     p.add_argument("--threshold", type=float,
                    help="foreground threshold (default: the run's, calibrated in training)")
-    p.add_argument("--split-h", type=float, metavar="H",
-                   help="split height of touching spores in pixels (default: the run's; "
-                   "none: 0.05 x the median spore radius)")
+    p.add_argument("--split-h", type=_split_height, metavar="H",
+                   help="split height of touching spores in pixels, or 'relative': 0.05 x "
+                   "the median spore radius of each image (default: the run's, relative "
+                   "where it chose none)")
     p.add_argument("--min-area", type=int, metavar="PX",
                    help=f"smallest spore area in pixels (default: the run's, else {_MIN_AREA})")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
@@ -252,6 +256,17 @@ def _add_model_options(p):
                    "tiles (4 or 8 passes, 3-6x the prediction time; see benchmarks/README.md) "
                    "(default: the run's, off unless it was trained with --tta, whose "
                    "post-processing is calibrated for it)")
+
+
+def _split_height(text):
+    """``--split-h``: a number of pixels, or ``relative`` (None, the labelling's default)."""
+    if text.strip().lower() == "relative":
+        return RELATIVE
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of pixels or 'relative', got {text!r}") from None
 
 
 def _postprocessing(args, model):
@@ -262,7 +277,7 @@ def _postprocessing(args, model):
 
     if args.threshold is not None and not 0 < args.threshold < 1:
         raise UsageError(f"`threshold` must be between 0 and 1, got {args.threshold}.")
-    if args.split_h is not None and not args.split_h > 0:
+    if args.split_h not in (None, RELATIVE) and not args.split_h > 0:
         raise UsageError(f"`split_h` must be positive, got {args.split_h}.")
     if args.min_area is not None and args.min_area < 1:
         raise UsageError(f"`min_area` must be at least 1 pixel, got {args.min_area}.")
@@ -270,6 +285,8 @@ def _postprocessing(args, model):
         name: FROM_MODEL if value is None else value
         for name, value in (("threshold", args.threshold), ("split_h", args.split_h),
                             ("min_area", args.min_area), ("tta", args.tta))})
+    if chosen["split_h"] == RELATIVE:
+        chosen["split_h"] = None  # the labelling's relative split height
     chosen["min_area"] = resolve_min_area(chosen["min_area"])  # older runs carry None
     return chosen
 
@@ -321,7 +338,8 @@ def _evaluate(args):
         print(json.dumps(result))
         return
     print(f"{result['images']} images, {result['pixels']:,} pixels, threshold {threshold}, "
-          f"split_h {post['split_h']}, min_area {post['min_area']}"
+          f"split_h {RELATIVE if post['split_h'] is None else post['split_h']}, "
+          f"min_area {post['min_area']}"
           f"{', tta' if post['tta'] else ''}")
     for key in ("dice", "iou", "precision", "recall"):
         print(f"  {key:<10}{result[key]:.4f}")
