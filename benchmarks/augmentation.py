@@ -40,6 +40,7 @@ VARIANTS = {
     "default": {},
     "medium": {"brightness": 0.15, "contrast": 0.35, "gamma": 0.3},
     "strong": {"brightness": 0.2, "contrast": 0.5, "gamma": 0.4},
+    "contrast": {"contrast": 0.5},
 }
 
 
