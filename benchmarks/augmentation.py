@@ -16,7 +16,8 @@ changed, the flips, rotations, elastic deformation and noise as they are:
   the same seed, not trained again; an earlier run, so whether training now would give
   the same weights is not checked);
 * ``medium``: brightness ±0.15, contrast 1 ± 0.35, gamma exp(±0.3);
-* ``strong``: brightness ±0.2, contrast 1 ± 0.5, gamma exp(±0.4).
+* ``strong``: brightness ±0.2, contrast 1 ± 0.5, gamma exp(±0.4);
+* ``contrast``: contrast 1 ± 0.5 only, brightness and gamma at their defaults.
 
 Each run is scored on ``DATA/test`` (and ``DATA/fields`` where present) by
 ``unet.evaluate`` with the run's calibrated post-processing, the unmatched objects sorted
