@@ -256,10 +256,9 @@ class Config:
         :class:`unet.augment.Augmentation`).
     augmentation : dict or None
         Fields of :class:`unet.augment.Augmentation` to change from its defaults, e.g.
-        ``{"brightness": 0.2, "contrast": 0.5, "gamma": 0.4}``: wider intensity ranges,
-        which found the grey inner cells of a phase-contrast colony that the defaults
-        missed (benchmarks/README.md, *The intensity augmentation's ranges*). None: the
-        defaults.
+        ``{"contrast": 0.5}``: a wider contrast range, which found the grey inner cells
+        of a phase-contrast colony that the defaults missed (benchmarks/README.md, *The
+        intensity augmentation's ranges*). None: the defaults.
     early_stopping_steps, reduce_lr_steps : int
         Steps without a better validation Dice before stopping / halving the learning
         rate (rounded up to whole epochs).
