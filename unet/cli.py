@@ -281,12 +281,12 @@ def _postprocessing(args, model):
         raise UsageError(f"`split_h` must be positive, got {args.split_h}.")
     if args.min_area is not None and args.min_area < 1:
         raise UsageError(f"`min_area` must be at least 1 pixel, got {args.min_area}.")
-    chosen = prediction_settings(model, **{
-        name: FROM_MODEL if value is None else value
-        for name, value in (("threshold", args.threshold), ("split_h", args.split_h),
-                            ("min_area", args.min_area), ("tta", args.tta))})
-    if chosen["split_h"] == RELATIVE:
+    given = {"threshold": args.threshold, "split_h": args.split_h,
+             "min_area": args.min_area, "tta": args.tta}
+    chosen = {name: FROM_MODEL if value is None else value for name, value in given.items()}
+    if args.split_h == RELATIVE:
         chosen["split_h"] = None  # the labelling's relative split height
+    chosen = prediction_settings(model, **chosen)
     chosen["min_area"] = resolve_min_area(chosen["min_area"])  # older runs carry None
     return chosen
 
