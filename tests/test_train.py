@@ -199,7 +199,7 @@ def test_a_short_run_learns_and_writes_its_files(trained_run):
     assert saved.crop_size == 100  # chosen from the data: the largest crop
     assert isinstance(saved.flatten, int)  # "auto" (the default): the window it chose
     chosen = {k: getattr(saved, k) for k in ("crop_size", "flatten", "threshold", "split_h",
-                                              "min_area", "calibration")}
+                                              "min_area", "calibration", "augmentation")}
     assert saved == Config(**TINY, **chosen) and result["config"] == saved
     assert saved.calibration["objective"].startswith("object F1")  # the sample has labels/
     assert 0 <= saved.calibration["default_score"] <= saved.calibration["score"] <= 1
@@ -435,6 +435,34 @@ def test_a_run_saved_before_flatten_existed_reads_as_unflattened(tmp_path):
     assert load_run("spores")[1].flatten is None  # the shipped model's, saved before it
 
 
+def test_a_run_saved_before_the_contrast_default_changed_reads_as_its_former_range(
+        tmp_path, trained_run):
+    """Training saves every augmentation field it used; a run's config.json whose
+    `augmentation` is null, partial or absent predates the change of the contrast
+    default (0.2 -> 0.5) and reads as 0.2; a hand-written file gets today's default."""
+    saved = json.loads((trained_run[0] / "config.json").read_text())["augmentation"]
+    assert saved == dataclasses.asdict(unet.Augmentation()) and saved["contrast"] == 0.5
+    assert Config.load(trained_run[0] / "config.json", run=True).augmentation == saved
+    old = Config().to_dict()
+    for augmentation, contrast in ((None, 0.2), ({"gamma": 0.4}, 0.2),
+                                   ({"contrast": 0.3}, 0.3), ("absent", 0.2)):
+        values = {**old, "augmentation": augmentation}
+        if augmentation == "absent":
+            del values["augmentation"]
+        (tmp_path / "old.json").write_text(json.dumps(values))
+        run = Config.load(tmp_path / "old.json", run=True)
+        assert unet.Augmentation.from_overrides(run.augmentation).contrast == contrast
+        hand = Config.load(tmp_path / "old.json")
+        assert unet.Augmentation.from_overrides(hand.augmentation).contrast == (
+            0.3 if augmentation == {"contrast": 0.3} else 0.5)
+    # without augmentation nothing is filled in (a resumed run compares equal)
+    (tmp_path / "off.json").write_text(json.dumps({**old, "augment": False}))
+    assert Config.load(tmp_path / "off.json", run=True) == Config(augment=False)
+    assert Config(augment=False).resolved_augmentation() == Config(augment=False)
+    assert unet.Augmentation.from_overrides(
+        load_run("spores")[1].augmentation).contrast == 0.2  # the shipped model's
+
+
 def test_flatten_auto_takes_its_window_from_the_objects_or_stays_off(tmp_path, monkeypatch):
     import unet.data
     from unet.data import choose_flatten, load_folder
@@ -509,7 +537,7 @@ def test_overwrite_deletes_nothing_in_a_folder_that_is_not_a_run(tmp_path, sampl
 def test_a_run_killed_before_its_first_epoch_ended_starts_again(tmp_path, sample_dir):
     from unet.run import prepare_run_dir
 
-    config = Config(**TINY, crop_size=100)
+    config = Config(**TINY, crop_size=100).resolved_augmentation()  # as training saves it
     out = tmp_path / "run"
     (out / "logs" / "train").mkdir(parents=True)  # what a run writes before epoch 1 ends
     config.save(out / "config.json")

@@ -63,6 +63,12 @@ _UPGRADES = {1: _upgrade_1_to_2}
 #: setting out gets today's default.
 _BEFORE_ADDED = {"flatten": None}
 
+#: The augmentation fields whose default changed, with their former values. Training
+#: saves every field of the augmentation it used (:meth:`Config.resolved_augmentation`), so a
+#: run's ``config.json`` with ``augmentation`` null, partial or absent predates the
+#: change, and the fields it lacks take these values (``Config.load(path, run=True)``).
+_AUGMENTATION_BEFORE = {"contrast": 0.2}
+
 #: Bounds of the numeric settings: ``name: (lowest, highest)``, both included (None: open).
 #: The upper bounds stop a typo from hanging or exhausting the machine before any work
 #: starts (depth 24 made the tile search scan ~10^8 sizes; depth 12 runs out of memory).
@@ -448,7 +454,8 @@ class Config:
 
         ``run=True``: the ``config.json`` of a run folder, written by training with every
         setting of its day; a setting it lacks predates that run and takes the value
-        the run was trained with (``flatten``: off), not today's default.
+        the run was trained with (``flatten``: off; augmentation fields: contrast 0.2),
+        not today's default.
         """
         path = Path(path)
         try:
@@ -461,7 +468,22 @@ class Config:
             raise UsageError(f"Config file {path} must hold a JSON object of settings.")
         if run:
             values = {**_BEFORE_ADDED, **values}
+            if values.get("augment", True) and isinstance(values.get("augmentation"),
+                                                          (dict, type(None))):
+                values["augmentation"] = {**_AUGMENTATION_BEFORE,
+                                          **(values.get("augmentation") or {})}
         return cls.from_dict(values)
+
+    def resolved_augmentation(self):
+        """A copy whose ``augmentation`` names every field of the one training uses.
+
+        What a run saves: its ``config.json`` then says what the model was trained
+        with, whatever later versions choose as defaults (None without ``augment``).
+        """
+        if not self.augment:
+            return self
+        return dataclasses.replace(self, augmentation=dataclasses.asdict(
+            Augmentation.from_overrides(self.augmentation)))
 
     def quick(self):
         """A copy that trains for about a minute on a few crops (tests, demos, CI)."""

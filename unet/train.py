@@ -440,6 +440,7 @@ def train(
     if config.steps == "auto":
         config = dataclasses.replace(config, steps=choose_steps(
             config.tile_size, config.batch_size, config.steps_per_epoch))
+    config = config.resolved_augmentation()
     role = multiworker_role() if strategy == "multiworker" else None
     chief_dir = Path(out_dir)
     # one process per run folder: the chief's (or the only) process owns it
