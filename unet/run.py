@@ -262,9 +262,9 @@ class Config:
         :class:`unet.augment.Augmentation`).
     augmentation : dict or None
         Fields of :class:`unet.augment.Augmentation` to change from its defaults, e.g.
-        ``{"contrast": 0.5}``: a wider contrast range, which found the grey inner cells
-        of a phase-contrast colony that the defaults missed (benchmarks/README.md, *The
-        intensity augmentation's ranges*). None: the defaults.
+        ``{"contrast": 0.2}``, the narrower contrast range of the defaults before 0.2.0
+        (benchmarks/README.md, *The intensity augmentation's ranges*). None: the
+        defaults. Training saves every field it used in the run's ``config.json``.
     early_stopping_steps, reduce_lr_steps : int
         Steps without a better validation Dice before stopping / halving the learning
         rate (rounded up to whole epochs).
@@ -470,8 +470,10 @@ class Config:
             values = {**_BEFORE_ADDED, **values}
             if values.get("augment", True) and isinstance(values.get("augmentation"),
                                                           (dict, type(None))):
-                values["augmentation"] = {**_AUGMENTATION_BEFORE,
-                                          **(values.get("augmentation") or {})}
+                augmentation = dict(values.get("augmentation") or {})
+                for name, value in _AUGMENTATION_BEFORE.items():
+                    augmentation.setdefault(name, value)
+                values["augmentation"] = augmentation
         return cls.from_dict(values)
 
     def resolved_augmentation(self):
