@@ -1,23 +1,26 @@
 """The intensity augmentation's ranges, measured on data the project did not make.
 
-    python benchmarks/augmentation.py DATA --work DIR [--variants off,default,strong]
+    python benchmarks/augmentation.py DATA --work DIR [--variants off,former,default,strong]
                                       [--baseline RUN] [--seed 0]
 
 ``unet.Augmentation`` changes each training crop's brightness (a value added, uniform in
-``±0.1``), contrast (scaled around the mean by ``1 ± 0.2``) and gamma (``exp(±0.2)``),
-ranges close to nnU-Net's (contrast 0.75-1.25, gamma 0.7-1.5) and milder than the
-StarDist examples' (intensity scaled by 0.6-2, shifted by ±0.2). This script trains
+``±0.1``), contrast (scaled around the mean by ``1 ± 0.5``; ``1 ± 0.2`` before 0.2.0, close
+to nnU-Net's 0.75-1.25) and gamma (``exp(±0.2)``; nnU-Net 0.7-1.5). The StarDist examples
+scale the intensity by 0.6-2 and shift it by ±0.2. This script trains
 ``unet.train.train(Config(seed=S, augmentation=RANGES), DATA, DIR/VARIANT)`` (every default
 of ``python -m unet train`` but ``Config.augmentation``) with only those three ranges
 changed, the flips, rotations, elastic deformation and noise as they are:
 
 * ``off``: no intensity change;
-* ``default``: the defaults (or ``--baseline RUN``, a default run already trained with
+* ``former``: the defaults before 0.2.0, contrast 1 ± 0.2 (the tables' "default" rows
+  measured before the change);
+* ``default``: today's defaults (or ``--baseline RUN``, a default run already trained with
   the same seed, not trained again; an earlier run, so whether training now would give
   the same weights is not checked);
 * ``medium``: brightness ±0.15, contrast 1 ± 0.35, gamma exp(±0.3);
 * ``strong``: brightness ±0.2, contrast 1 ± 0.5, gamma exp(±0.4);
-* ``contrast``: contrast 1 ± 0.5 only, brightness and gamma at their defaults.
+* ``contrast``: contrast 1 ± 0.5 only, brightness and gamma at their defaults (what
+  made it the default; the same as ``default`` since 0.2.0).
 
 Each run is scored on ``DATA/test`` (and ``DATA/fields`` where present) by
 ``unet.evaluate`` with the run's calibrated post-processing, the unmatched objects sorted
@@ -38,6 +41,7 @@ from unet.train import train
 
 VARIANTS = {
     "off": {"brightness": 0.0, "contrast": 0.0, "gamma": 0.0},
+    "former": {"contrast": 0.2},
     "default": {},
     "medium": {"brightness": 0.15, "contrast": 0.35, "gamma": 0.3},
     "strong": {"brightness": 0.2, "contrast": 0.5, "gamma": 0.4},
@@ -56,7 +60,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", type=Path)
     parser.add_argument("--work", type=Path, required=True)
-    parser.add_argument("--variants", default="off,default,strong")
+    parser.add_argument("--variants", default="off,former,default,strong")
     parser.add_argument("--baseline", type=Path, help="a default run of DATA, same seed")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
