@@ -49,9 +49,9 @@ class Augmentation:
     contrast : float
         Scale around the mean by a factor uniform in ``[1 - contrast, 1 + contrast]``.
         0.5 since 0.2.0 (0.2 before): the wider range found the grey inner cells
-        of a phase-contrast colony that 0.2 missed, and scored within a training seed's
-        spread on five other sets (benchmarks/README.md, *The intensity augmentation's
-        ranges*).
+        of a phase-contrast colony that 0.2 missed, scored within a training seed's
+        spread on four other sets and cost a little Dice on a fifth (benchmarks/README.md,
+        *The intensity augmentation's ranges*).
     gamma : float
         Raise to a power ``exp(u)``, u uniform in ``[-gamma, gamma]`` (sign kept).
     noise : float

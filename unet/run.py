@@ -480,7 +480,7 @@ class Config:
         """A copy whose ``augmentation`` names every field of the one training uses.
 
         What a run saves: its ``config.json`` then says what the model was trained
-        with, whatever later versions choose as defaults (None without ``augment``).
+        with, whatever later versions choose as defaults (unchanged without ``augment``).
         """
         if not self.augment:
             return self
