@@ -179,8 +179,7 @@ def main(argv=None):
     config.save(out / "config.json")
     scores = {}
     for split in ("test", "fields"):  # the file that ships, as users load it
-        cmd = [*py, "evaluate", "--model", out.relative_to(ROOT) if out.is_relative_to(ROOT)
-               else out, "--data", data / split, "--json"]
+        cmd = [*py, "evaluate", "--model", Path(args.out), "--data", data / split, "--json"]
         commands.append(cmd)
         scores[split] = json.loads(run(cmd, capture=True))
     smallest = input_size_for_output(1, config.depth, config.padding)
