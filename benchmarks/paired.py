@@ -6,9 +6,8 @@
 A and B are each a trained run folder (predicted at every image's own size with the
 run's calibrated post-processing, as ``evaluate`` predicts it; with ``--post a`` both
 runs with A's, to compare two networks apart from what their calibrations chose) or a
-folder of label
-images named as DATA's images (``NAME.png``: what ``peer_stardist.py`` writes to
-``PEER/pred/SPLIT/``). Both are scored on the same images against the same truth
+folder of label images named as DATA's images (``NAME.png``: what ``peer_stardist.py``
+writes to ``PEER/pred/SPLIT/``). Both are scored on the same images against the same truth
 (:func:`unet.evaluate.true_instances`), from their label images: object F1 at IoU 0.5
 (matches pooled over images), count error (the mean over images of
 :func:`unet.relative_count_error`) and pixel Dice of the labelled objects (pooled).
@@ -17,7 +16,8 @@ Two answers to "is the difference real", neither of which needs another training
 
 * **per object**: of the true objects, how many only A matched and how many only B did
   (the discordant ones; the others count for both or neither), with McNemar's exact
-  two-sided p-value on those two numbers; likewise the found objects that match nothing;
+  two-sided p-value on those two numbers, and each method's found objects that match
+  nothing;
 * **per image**: the paired bootstrap. The test images are drawn again with replacement
   (the same draw for both methods) ``--resamples`` times; each score of each method is
   computed over the draw, and the 2.5 and 97.5 percentiles of the difference (A - B) give
