@@ -38,9 +38,10 @@ import numpy as np
 
 from common import table, write_result
 
-from unet.count import label_spores, match_spores, relative_count_error
+from unet.count import count_labels, label_spores, match_spores, relative_count_error
 from unet.evaluate import iter_predictions, true_instances
 from unet.io import read_labels
+from unet.metrics import confusion_counts
 from unet.model import prediction_settings
 from unet.run import load_run
 
@@ -76,61 +77,66 @@ def open_method(path):
     raise SystemExit(f"{path} is neither a run folder nor a folder of label images (*.png).")
 
 
-def per_image(data, sources):
-    """One row per image: for each method tp, fp, fn, counts and Dice pixel counts.
+#: Columns of :func:`per_image`'s ``stats``: objects matched, found unmatched, true
+#: unmatched; labelled pixels on truth, off truth, truth pixels unlabelled; objects found.
+TP, FP, FN, PX_TP, PX_FP, PX_FN, COUNT = range(7)
 
-    Also, over all images, the true objects each method matched and its unmatched found
-    objects, for the per-object comparison.
+
+def per_image(data, sources):
+    """Per image and method: what :func:`scores` pools; and the true objects each matched.
+
+    The images are read and predicted once per run (a label folder's labels are read
+    beside the first run's predictions, or beside the images alone without any run).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray, list of set)
+        ``true``: int ``(images,)`` true object counts; ``stats``: int ``(images, 2, 7)``,
+        the columns :data:`TP` ... :data:`COUNT`; for each method the
+        ``(image name, true label)`` pairs it matched.
     """
-    def no_model(raw):  # a label folder's images are read only for their truth
+    def no_model(raw):  # without a run the images are read only for their truth
         return np.zeros(raw.shape[:2], np.float32)
 
-    streams = [iter_predictions(s["model"] if s["kind"] == "run" else no_model, data)
-               for s in sources]
-    rows, matched_true, unmatched_pred = [], [[], []], [[], []]
-    for items in zip(*streams):
+    runs = [s["model"] for s in sources if s["kind"] == "run"] or [no_model]
+    true, stats, matched_true = [], [], [set(), set()]
+    for items in zip(*(iter_predictions(model, data) for model in runs)):
+        predicted = iter(items)
         truth, _ = true_instances(items[0])
-        row = {"image": items[0].name, "true": int(np.count_nonzero(np.unique(truth)))}
-        for k, (source, item) in enumerate(zip(sources, items)):
+        ids = np.unique(truth)
+        ids = ids[ids > 0]
+        true.append(ids.size)
+        row = []
+        for k, source in enumerate(sources):
+            item = next(predicted) if source["kind"] == "run" else items[0]
             pred = method_labels(source, item)
             m = match_spores(truth, pred)
-            found_true = np.setdiff1d(np.unique(truth)[1:], m["missed"])
-            matched_true[k].append({(item.name, int(i)) for i in found_true})
-            unmatched_pred[k].append(m["fp"])
-            t, p = truth > 0, pred > 0
-            row[k] = {"tp": m["tp"], "fp": m["fp"], "fn": m["fn"],
-                      "count": int(np.count_nonzero(np.unique(pred))),
-                      "px_tp": int(np.count_nonzero(t & p)),
-                      "px_fp": int(np.count_nonzero(~t & p)),
-                      "px_fn": int(np.count_nonzero(t & ~p))}
-        rows.append(row)
-    return rows, matched_true, unmatched_pred
+            matched_true[k].update((item.name, int(i)) for i in np.setdiff1d(ids, m["missed"]))
+            px_tp, px_fp, px_fn, _ = confusion_counts(truth, pred)
+            row.append((m["tp"], m["fp"], m["fn"], px_tp, px_fp, px_fn, count_labels(pred)))
+        stats.append(row)
+    return np.array(true, np.int64), np.array(stats, np.int64).reshape(-1, 2, 7), matched_true
 
 
-def scores(rows, k, index=None):
-    """Object F1, count error and Dice of method ``k`` over ``rows[index]`` (all: None)."""
-    pick = range(len(rows)) if index is None else index
-    tot = np.zeros(6)
-    true, pred = [], []
-    for i in pick:
-        r = rows[i][k]
-        tot += (r["tp"], r["fp"], r["fn"], r["px_tp"], r["px_fp"], r["px_fn"])
-        true.append(rows[i]["true"])
-        pred.append(r["count"])
-    tp, fp, fn, ptp, pfp, pfn = tot
-    return {"f1": 2 * tp / max(2 * tp + fp + fn, 1),
-            "count_error": float(np.mean(relative_count_error(true, pred))),
-            "dice": 2 * ptp / max(2 * ptp + pfp + pfn, 1)}
+def scores(true, stats, k, index=slice(None)):
+    """Object F1, count error and Dice of method ``k`` pooled over the images ``index``."""
+    tot = stats[index, k].sum(axis=0)
+    tp, fp, fn = tot[TP], tot[FP], tot[FN]
+    ptp, pfp, pfn = tot[PX_TP], tot[PX_FP], tot[PX_FN]
+    return {"f1": float(2 * tp / max(2 * tp + fp + fn, 1)),
+            "count_error": float(np.mean(relative_count_error(true[index],
+                                                              stats[index, k, COUNT]))),
+            "dice": float(2 * ptp / max(2 * ptp + pfp + pfn, 1))}
 
 
-def bootstrap(rows, resamples, seed):
+def bootstrap(true, stats, resamples, seed):
     """95 % intervals of A - B over images drawn again with replacement (paired)."""
     rng = np.random.default_rng(seed)
-    n = len(rows)
+    n = len(true)
     diffs = {key: np.empty(resamples) for key in ("f1", "count_error", "dice")}
     for b in range(resamples):
         index = rng.integers(0, n, n)
-        a, c = scores(rows, 0, index), scores(rows, 1, index)
+        a, c = scores(true, stats, 0, index), scores(true, stats, 1, index)
         for key in diffs:
             diffs[key][b] = a[key] - c[key]
     return {key: {"low": float(np.percentile(d, 2.5)), "high": float(np.percentile(d, 97.5)),
@@ -169,19 +175,18 @@ def compare(data, a, b, names=("A", "B"), resamples=10000, seed=0, post="own"):
         for source in sources[1:]:
             if source["kind"] == "run":
                 source["post"] = sources[0]["post"]
-    rows, matched_true, unmatched_pred = per_image(data, sources)
-    a_true, b_true = set().union(*matched_true[0]), set().union(*matched_true[1])
+    true, stats, (a_true, b_true) = per_image(data, sources)
     only_a, only_b = len(a_true - b_true), len(b_true - a_true)
     result = {"data": str(data), "a": str(a), "b": str(b), "names": names,
-              "images": len(rows), "true_objects": int(sum(r["true"] for r in rows)),
-              "scores": dict(zip(names, (scores(rows, 0), scores(rows, 1)))),
+              "images": len(true), "true_objects": int(true.sum()),
+              "scores": {n: scores(true, stats, k) for k, n in enumerate(names)},
               "matched_by_both": len(a_true & b_true),
               "matched_only": dict(zip(names, (only_a, only_b))),
               "mcnemar_p": mcnemar(only_a, only_b),
-              "unmatched_found": dict(zip(names, map(sum, unmatched_pred))),
+              "unmatched_found": {n: int(stats[:, k, FP].sum()) for k, n in enumerate(names)},
               "post": post, "resamples": resamples, "seed": seed}
-    if len(rows) >= MIN_IMAGES:
-        result["bootstrap"] = bootstrap(rows, resamples, seed)
+    if len(true) >= MIN_IMAGES:
+        result["bootstrap"] = bootstrap(true, stats, resamples, seed)
     return result
 
 
