@@ -244,14 +244,11 @@ def predict_split(model, images, tile):
 
 
 def pooled_dice(truths, preds):
-    tp = fp = fn = 0
-    for t, p in zip(truths, preds):
-        t, p = t > 0, p > 0
-        tp += int(np.count_nonzero(t & p))
-        fp += int(np.count_nonzero(~t & p))
-        fn += int(np.count_nonzero(t & ~p))
-    denominator = 2 * tp + fp + fn
-    return 2 * tp / denominator if denominator else 1.0
+    """Dice over all pixels of all images, as ``unet.evaluate`` pools it."""
+    from unet.metrics import confusion_counts, scores_from_counts
+
+    totals = np.sum([confusion_counts(t, p) for t, p in zip(truths, preds)], axis=0)
+    return scores_from_counts(*totals)["dice"]
 
 
 def score_split(names, labels, true_counts, preds, seconds):
