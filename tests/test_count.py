@@ -290,7 +290,7 @@ def test_object_errors_name_each_unmatched_object():
 def test_object_errors_add_up_to_the_matching_on_random_labels():
     from skimage.segmentation import watershed
 
-    from unet.count import match_spores, object_errors
+    from unet.count import match_spores, object_errors, object_scores
 
     rng = np.random.default_rng(3)
     for _ in range(20):
@@ -306,6 +306,13 @@ def test_object_errors_add_up_to_the_matching_on_random_labels():
         assert errors["matched"] == match["tp"]
         assert sum(errors[k] for k in ("missed", "merged", "split", "outline")) == match["fn"]
         assert errors["spurious"] <= match["fp"]
+        # evaluate's single pass: the same errors from object_scores' overlaps
+        scores = object_scores(truth, pred, errors=True)
+        assert scores["errors"] == errors
+        assert scores["tp"][0] == match["tp"]
+    assert "errors" not in object_scores(truth, pred)
+    with pytest.raises(ValueError, match="same shape"):
+        object_scores(truth, pred[:10])
 
 
 def _split_whole_image(mask, h):

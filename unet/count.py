@@ -748,7 +748,7 @@ def _overlaps(true_labels, pred_labels):
 AP_THRESHOLDS = tuple(np.round(np.arange(0.5, 1.0, 0.05), 2))
 
 
-def object_scores(true_labels, pred_labels, thresholds=AP_THRESHOLDS):
+def object_scores(true_labels, pred_labels, thresholds=AP_THRESHOLDS, errors=False):
     """Matched objects of one image at several IoU thresholds (all >= 0.5).
 
     A predicted object matches a true one when their IoU is above the threshold (unique
@@ -757,21 +757,36 @@ def object_scores(true_labels, pred_labels, thresholds=AP_THRESHOLDS):
     ``tp / (tp + fp + fn)`` (1 when the image has neither true nor predicted objects),
     and its mean over the thresholds is the DSB2018 score (AP 0.5:0.95).
 
+    Parameters
+    ----------
+    true_labels, pred_labels : array_like of int
+        Instance label images of the same 2-D shape (0 = background).
+    thresholds : sequence of float
+        IoU thresholds, each in [0.5, 1).
+    errors : bool
+        Also return :func:`object_errors` at the lowest threshold, from the same
+        overlaps (``evaluate`` wants both; computing the overlaps once saves a pass over
+        the image).
+
     Returns
     -------
     dict
-        ``thresholds``, and ``tp``, ``fp``, ``fn``, ``ap`` as arrays over them.
+        ``thresholds``, and ``tp``, ``fp``, ``fn``, ``ap`` as arrays over them; with
+        ``errors``, ``"errors"``: the dict of :func:`object_errors`.
     """
     thresholds = np.asarray(thresholds, dtype=np.float64)
     if thresholds.size == 0 or thresholds.min() < 0.5 or thresholds.max() >= 1:
         raise UsageError(f"IoU `thresholds` must lie in [0.5, 1), got {thresholds.tolist()}.")
-    o = _overlaps(true_labels, pred_labels)
+    o = _checked_overlaps(true_labels, pred_labels, float(thresholds.min()))
     n_true, n_pred, iou = o.n_true, o.n_pred, o.iou
     tp = (iou[None, :] > thresholds[:, None]).sum(axis=1)
     fp, fn = n_pred - tp, n_true - tp
     union = tp + fp + fn
     ap = np.where(union > 0, tp / np.maximum(union, 1), 1.0)
-    return {"thresholds": thresholds, "tp": tp, "fp": fp, "fn": fn, "ap": ap}
+    result = {"thresholds": thresholds, "tp": tp, "fp": fp, "fn": fn, "ap": ap}
+    if errors:
+        result["errors"] = _errors(o, float(thresholds.min()))
+    return result
 
 
 #: Share of an object's area that decides each kind of error of :func:`object_errors`.
@@ -811,7 +826,11 @@ def object_errors(true_labels, pred_labels, min_iou=0.5, ids=False):
         (unmatched predicted objects). With ``ids``: ``"ids"``, a dict of the same five
         kinds, each an array of labels (true labels; predicted ones for ``spurious``).
     """
-    o = _checked_overlaps(true_labels, pred_labels, min_iou)
+    return _errors(_checked_overlaps(true_labels, pred_labels, min_iou), min_iou, ids)
+
+
+def _errors(o, min_iou, ids=False):
+    """:func:`object_errors` from the :class:`Overlaps` of the two label images."""
     t, p, inter = o.pair_true, o.pair_pred, o.inter
     matched = o.iou > min_iou
     unmatched_t = np.ones(o.n_true + 1, bool)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ._tf import quiet_retracing
-from .count import (AP_THRESHOLDS, label_spores, object_errors, object_scores,
+from .count import (AP_THRESHOLDS, label_spores, object_scores,
                     relative_count_error)
 from .data import check_mask_set
 from .errors import UsageError
@@ -219,10 +219,10 @@ def evaluate(model, data_dir, threshold=FROM_MODEL, tta=FROM_MODEL, count=True, 
             pred_labels = label_spores(item.prob, threshold, post["min_area"], h=post["split_h"])
             truth, source = true_instances(item)
             sources.add(source)
-            scores = object_scores(truth, pred_labels)
+            scores = object_scores(truth, pred_labels, errors=True)
             objects += np.stack([scores["tp"], scores["fp"], scores["fn"]])
             aps.append(float(scores["ap"].mean()))
-            for key, value in object_errors(truth, pred_labels).items():
+            for key, value in scores["errors"].items():
                 errors[key] = errors.get(key, 0) + value
             row.update(object_f1=_f1(scores["tp"][0], scores["fp"][0], scores["fn"][0]),
                        ap_50_95=aps[-1], count_pred=int(pred_labels.max(initial=0)))
