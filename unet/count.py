@@ -777,7 +777,8 @@ def object_scores(true_labels, pred_labels, thresholds=AP_THRESHOLDS, errors=Fal
     thresholds = np.asarray(thresholds, dtype=np.float64)
     if thresholds.size == 0 or thresholds.min() < 0.5 or thresholds.max() >= 1:
         raise UsageError(f"IoU `thresholds` must lie in [0.5, 1), got {thresholds.tolist()}.")
-    o = _checked_overlaps(true_labels, pred_labels, float(thresholds.min()))
+    lowest = float(thresholds.min())  # the matching of F1 and of the errors
+    o = _checked_overlaps(true_labels, pred_labels, lowest)
     n_true, n_pred, iou = o.n_true, o.n_pred, o.iou
     tp = (iou[None, :] > thresholds[:, None]).sum(axis=1)
     fp, fn = n_pred - tp, n_true - tp
@@ -785,7 +786,7 @@ def object_scores(true_labels, pred_labels, thresholds=AP_THRESHOLDS, errors=Fal
     ap = np.where(union > 0, tp / np.maximum(union, 1), 1.0)
     result = {"thresholds": thresholds, "tp": tp, "fp": fp, "fn": fn, "ap": ap}
     if errors:
-        result["errors"] = _errors(o, float(thresholds.min()))
+        result["errors"] = _errors(o, lowest)
     return result
 
 
