@@ -37,7 +37,8 @@ import numpy as np
 
 from common import table, write_result
 
-from unet.count import label_spores, match_spores, object_errors, remove_small_regions
+from unet.count import (label_spores, match_spores, object_errors, object_scores_from_counts,
+                        remove_small_regions)
 from unet.evaluate import iter_predictions, true_instances
 from unet.io import read_labels
 from unet.run import load_run
@@ -137,7 +138,7 @@ def main(argv=None):
                         "peer": str(args.peer) if args.peer else None, "methods": {}}
     for method, e in methods.items():
         tp, fp, fn = e["matched"], e["pred"] - e["matched"], e["true"] - e["matched"]
-        f1 = 2 * tp / max(2 * tp + fp + fn, 1)
+        f1 = object_scores_from_counts(tp, fp, fn)["f1"]
         s = spread[method]
         relative = (float(np.median(s["spurious"]) / np.median(s["matched"]))
                     if s["spurious"] and s["matched"] else float("nan"))

@@ -38,7 +38,8 @@ import numpy as np
 
 from common import table, write_result
 
-from unet.count import count_labels, label_spores, match_spores, relative_count_error
+from unet.count import (count_labels, label_spores, match_spores, object_scores_from_counts,
+                        relative_count_error)
 from unet.evaluate import iter_predictions, true_instances
 from unet.io import read_labels
 from unet.metrics import confusion_counts, scores_from_counts
@@ -122,7 +123,7 @@ def scores(true, stats, k, index=slice(None)):
     """Object F1, count error and Dice of method ``k`` pooled over the images ``index``."""
     tot = stats[index, k].sum(axis=0)
     tp, fp, fn = tot[TP], tot[FP], tot[FN]
-    return {"f1": float(2 * tp / max(2 * tp + fp + fn, 1)),
+    return {"f1": object_scores_from_counts(tp, fp, fn)["f1"],
             "count_error": float(np.mean(relative_count_error(true[index],
                                                               stats[index, k, COUNT]))),
             "dice": scores_from_counts(tot[PX_TP], tot[PX_FP], tot[PX_FN])["dice"]}

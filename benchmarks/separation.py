@@ -46,9 +46,9 @@ from PIL import Image
 
 from common import ROOT, table, write_result
 
-from unet.calibrate import THRESHOLDS, _f1, calibrate_postprocessing, plateau_choice
-from unet.count import (count_labels, label_spores, object_scores, relative_count_error,
-                        remove_small_regions)
+from unet.calibrate import THRESHOLDS, calibrate_postprocessing, plateau_choice
+from unet.count import (count_labels, label_spores, object_scores, object_scores_from_counts,
+                        relative_count_error, remove_small_regions)
 from unet.data import choose_min_area, load_folder, object_labels
 from unet.metrics import confusion_counts, scores_from_counts
 from unet.model import FROM_MODEL, prediction_settings
@@ -126,7 +126,8 @@ def score(labelled, samples):
         aps.append(float(s["ap"].mean()))
         n_true = count_labels(truth)
         errors.append(float(relative_count_error([n_true], [count_labels(pred)])[0]))
-    return {"dice": scores_from_counts(*pixels)["dice"], "object_f1": _f1(tp, fp, fn),
+    return {"dice": scores_from_counts(*pixels)["dice"],
+            "object_f1": object_scores_from_counts(tp, fp, fn)["f1"],
             "ap_50_95": float(np.mean(aps)), "count_error": float(np.mean(errors))}
 
 
@@ -143,7 +144,8 @@ def calibrate_seeds(probs, truth, labeller):
                 t = tally.setdefault((threshold, area), [0, 0, 0, 0.0])
                 t[0], t[1], t[2] = t[0] + s["tp"][0], t[1] + s["fp"][0], t[2] + s["fn"][0]
                 t[3] += float(relative_count_error([n_true], [count_labels(pred)])[0])
-    scores = {k: (-_f1(tp, fp, fn), err / len(probs)) for k, (tp, fp, fn, err) in tally.items()}
+    scores = {k: (-object_scores_from_counts(tp, fp, fn)["f1"], err / len(probs))
+              for k, (tp, fp, fn, err) in tally.items()}
     threshold, area = plateau_choice(scores, (THRESHOLDS, SEED_AREAS))
     return threshold, area, -scores[threshold, area][0]
 

@@ -39,6 +39,7 @@ def score(sets, heights=HEIGHTS):
         count_labels,
         label_spores,
         object_scores,
+        object_scores_from_counts,
         relative_count_error,
         split_height,
     )
@@ -56,7 +57,8 @@ def score(sets, heights=HEIGHTS):
                                                    [count_labels(counted)])[0])
                 s = object_scores(labels, counted, thresholds=(0.5,))
                 tp, fp, fn = tp + s["tp"][0], fp + s["fp"][0], fn + s["fn"][0]
-            results[name][h] = (float(np.mean(errors)), float(2 * tp / (2 * tp + fp + fn)))
+            f1 = object_scores_from_counts(tp, fp, fn)["f1"]
+            results[name][h] = (float(np.mean(errors)), f1)
     return results
 
 

@@ -249,6 +249,29 @@ def test_match_spores_by_overlap():
         match_spores(truth, pred, min_iou=0.3)
 
 
+def test_object_scores_from_counts_pool_and_follow_the_empty_rule():
+    from unet.count import match_spores, object_scores_from_counts
+    from unet.errors import UsageError
+
+    # pooled over images: the counts are summed first, then divided
+    assert object_scores_from_counts(2 + 3, 2 + 0, 1 + 4) == pytest.approx(
+        {"precision": 5 / 7, "recall": 5 / 10, "f1": 10 / 17})
+    # nothing to find and nothing found: 1; one side empty: 0 where it divides by 0
+    assert object_scores_from_counts(0, 0, 0) == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    assert object_scores_from_counts(0, 3, 0) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    assert object_scores_from_counts(0, 0, 2) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    # the scores match_spores gives for one image
+    rng = np.random.default_rng(3)
+    truth = ndi.label(rng.random((48, 48)) > 0.6)[0]
+    pred = ndi.label(ndi.binary_opening(rng.random((48, 48)) > 0.55))[0]
+    m = match_spores(truth, pred)
+    assert m["tp"] > 0 and m["fp"] > 0 and m["fn"] > 0
+    s = object_scores_from_counts(m["tp"], m["fp"], m["fn"])
+    assert s == {k: m[k] for k in ("precision", "recall", "f1")}
+    with pytest.raises(UsageError, match="non-negative"):
+        object_scores_from_counts(1, -1, 0)
+
+
 def test_object_errors_name_each_unmatched_object():
     from unet.count import object_errors
 

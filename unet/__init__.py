@@ -108,6 +108,7 @@ _LAZY = {
     "count_errors": "count",
     "count_labels": "count",
     "object_scores": "count",
+    "object_scores_from_counts": "count",
     "object_errors": "count",
     "relative_count_error": "count",
     "match_spores": "count",

@@ -34,6 +34,7 @@ from .count import (
     count_labels,
     label_spores,
     object_scores,
+    object_scores_from_counts,
     relative_count_error,
     remove_small_regions,
 )
@@ -61,10 +62,6 @@ def _objects(prob, threshold, h, smallest=1):
     splitting without changing any object the grid keeps; on the noisy maps of a barely
     trained network, hundreds of specks an image, that is most of the splitting."""
     return label_spores(prob, threshold, min_area=smallest, h=h)
-
-
-def _f1(tp, fp, fn):
-    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
 
 
 def calibrate_postprocessing(probs, labels=None, counts=None, masks=None,
@@ -243,7 +240,7 @@ def score_setting(probs, labels, counts, threshold, h, min_area):
             true = counts[k]
         errors.append(float(relative_count_error([true], [n_pred])[0]))
     if labels is not None:
-        return (-_f1(tp, fp, fn), float(np.mean(errors)))
+        return (-object_scores_from_counts(tp, fp, fn)["f1"], float(np.mean(errors)))
     return (float(np.mean(errors)),)
 
 
@@ -265,7 +262,8 @@ def _grid_by_objects(probs, labels, thresholds, split_heights, min_areas):
                 t[2] += int(s["fn"][0])
                 t[3] += float(relative_count_error([n_true], [n_pred])[0])
     n = len(probs)
-    return {k: (-_f1(tp, fp, fn), err / n) for k, (tp, fp, fn, err) in tally.items()}
+    return {k: (-object_scores_from_counts(tp, fp, fn)["f1"], err / n)
+            for k, (tp, fp, fn, err) in tally.items()}
 
 
 def _grid_by_counts(probs, counts, thresholds, split_heights, min_areas):

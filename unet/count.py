@@ -638,6 +638,28 @@ def touching_pairs(labels):
     return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
 
 
+def object_scores_from_counts(tp, fp, fn):
+    """Object precision, recall and F1 from matched-object counts, pooled or not.
+
+    Pool the ``tp``, ``fp`` and ``fn`` of :func:`match_spores` or
+    :func:`object_scores` over images first, then divide (as ``evaluate`` does). The
+    empty rule is :mod:`unet.metrics`' for pixels: where a denominator is 0 the score is
+    1 if there is neither a true nor a predicted object, else 0.
+
+    Returns
+    -------
+    dict
+        ``{"precision", "recall", "f1"}`` as floats.
+    """
+    tp, fp, fn = (float(v) for v in (tp, fp, fn))
+    if min(tp, fp, fn) < 0:
+        raise UsageError(f"Counts must be non-negative, got tp={tp}, fp={fp}, fn={fn}.")
+    empty = float(tp + fp + fn == 0)
+    return {"precision": tp / (tp + fp) if tp + fp else empty,
+            "recall": tp / (tp + fn) if tp + fn else empty,
+            "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else empty}
+
+
 def match_spores(true_labels, pred_labels, min_iou=0.5):
     """Match predicted spores to true ones by overlap: a detection score, not a count.
 
@@ -668,18 +690,13 @@ def match_spores(true_labels, pred_labels, min_iou=0.5):
     matched = iou > min_iou
     tp = int(matched.sum())
     fp, fn = n_pred - tp, n_true - tp
-    precision = tp / n_pred if n_pred else float(n_true == 0)
-    recall = tp / n_true if n_true else float(n_pred == 0)
-    f1 = 2 * tp / (n_true + n_pred) if n_true + n_pred else 1.0
     missed = np.setdiff1d(np.arange(1, n_true + 1), pair_t[matched])
     invented = np.setdiff1d(np.arange(1, n_pred + 1), pair_p[matched])
     return {
         "tp": tp,
         "fp": fp,
         "fn": fn,
-        "precision": float(precision),
-        "recall": float(recall),
-        "f1": float(f1),
+        **object_scores_from_counts(tp, fp, fn),
         "mean_iou": float(iou[matched].mean()) if tp else float("nan"),
         "missed": np.asarray(true_ids[missed]),
         "invented": np.asarray(pred_ids[invented]),
@@ -753,9 +770,10 @@ def object_scores(true_labels, pred_labels, thresholds=AP_THRESHOLDS, errors=Fal
 
     A predicted object matches a true one when their IoU is above the threshold (unique
     for thresholds >= 0.5). Pool ``tp``, ``fp`` and ``fn`` over images for precision,
-    recall and F1; the average precision of the image at threshold ``t`` is
-    ``tp / (tp + fp + fn)`` (1 when the image has neither true nor predicted objects),
-    and its mean over the thresholds is the DSB2018 score (AP 0.5:0.95).
+    recall and F1 (:func:`object_scores_from_counts`); the average precision of the
+    image at threshold ``t`` is ``tp / (tp + fp + fn)`` (1 when the image has neither
+    true nor predicted objects), and its mean over the thresholds is the DSB2018 score
+    (AP 0.5:0.95).
 
     Parameters
     ----------

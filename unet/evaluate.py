@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ._tf import quiet_retracing
-from .count import (AP_THRESHOLDS, label_spores, object_scores,
+from .count import (AP_THRESHOLDS, label_spores, object_scores, object_scores_from_counts,
                     relative_count_error)
 from .data import check_mask_set
 from .errors import UsageError
@@ -224,7 +224,8 @@ def evaluate(model, data_dir, threshold=FROM_MODEL, tta=FROM_MODEL, count=True, 
             aps.append(float(scores["ap"].mean()))
             for key, value in scores["errors"].items():
                 errors[key] = errors.get(key, 0) + value
-            row.update(object_f1=_f1(scores["tp"][0], scores["fp"][0], scores["fn"][0]),
+            row.update(object_f1=object_scores_from_counts(
+                           scores["tp"][0], scores["fp"][0], scores["fn"][0])["f1"],
                        ap_50_95=aps[-1], count_pred=int(pred_labels.max(initial=0)))
             if item.name in truth_counts:
                 row["count_true"] = truth_counts[item.name]
@@ -233,11 +234,11 @@ def evaluate(model, data_dir, threshold=FROM_MODEL, tta=FROM_MODEL, count=True, 
     result = {**scores_from_counts(*totals), "images": len(per_image),
               "pixels": int(totals.sum())}
     if count and per_image:
-        tp, fp, fn = (int(v) for v in objects[:, 0])
+        pooled = object_scores_from_counts(*objects[:, 0])
         result.update(
-            object_precision=tp / (tp + fp) if tp + fp else float(tp + fn == 0),
-            object_recall=tp / (tp + fn) if tp + fn else float(tp + fp == 0),
-            object_f1=_f1(tp, fp, fn),
+            object_precision=pooled["precision"],
+            object_recall=pooled["recall"],
+            object_f1=pooled["f1"],
             ap_50_95=float(np.mean(aps)),
             object_truth=" + ".join(sorted(sources)),
             object_errors=errors,
@@ -255,5 +256,3 @@ def evaluate(model, data_dir, threshold=FROM_MODEL, tta=FROM_MODEL, count=True, 
     return result
 
 
-def _f1(tp, fp, fn):
-    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
