@@ -14,7 +14,8 @@ patiences stops it, as long as both patiences are at least the learning rate's
 (``reduce_lr_steps``): ``train`` validates at an interval capped by the shorter of the
 two (the runs of ``benchmarks/README.md`` matched their replays to the fourth digit). Where
 the run's own early stopping ended it, a longer patience needs a training run to know what
-follows; the table says ``beyond``. Prints one table and writes
+follows; the table says ``beyond`` (and ``n/a`` for a patience shorter than the learning
+rate's). Prints one table and writes
 ``benchmarks/results/patience.json``.
 """
 
@@ -68,10 +69,15 @@ def main(argv=None):
         cells = []
         for p in patiences:
             stop, kept, best, decided = replay(history["val_dice"], steps, config.patience(p))
-            beyond = (not decided and ended_early) or p < config.reduce_lr_steps
-            entry["patience"][p] = None if beyond else {"stop": stop, "kept": kept,
-                                                        "val_dice": best}
-            cells.append("beyond" if beyond else f"{stop} / {kept} ({best:.3f})")
+            if p < config.reduce_lr_steps:
+                cell = "n/a"  # not the same run: the validation interval may differ
+            elif not decided and ended_early:
+                cell = "beyond"  # the history ends before this patience decides
+            else:
+                cell = f"{stop} / {kept} ({best:.3f})"
+            entry["patience"][p] = (None if cell in ("n/a", "beyond") else
+                                    {"stop": stop, "kept": kept, "val_dice": best})
+            cells.append(cell)
         result[str(run)] = entry
         rows.append(("/".join(run.parts[-2:]), config.steps, int(steps[-1]), *cells))
     print(table(rows, ("run", "budget", "steps run",
