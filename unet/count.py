@@ -646,14 +646,20 @@ def object_scores_from_counts(tp, fp, fn):
     empty rule is :mod:`unet.metrics`' for pixels: where a denominator is 0 the score is
     1 if there is neither a true nor a predicted object, else 0.
 
+    Parameters
+    ----------
+    tp, fp, fn : int
+        Matched objects, predicted objects that match nothing, true objects that nothing
+        matches.
+
     Returns
     -------
     dict
         ``{"precision", "recall", "f1"}`` as floats.
     """
-    tp, fp, fn = (float(v) for v in (tp, fp, fn))
     if min(tp, fp, fn) < 0:
         raise UsageError(f"Counts must be non-negative, got tp={tp}, fp={fp}, fn={fn}.")
+    tp, fp, fn = (float(v) for v in (tp, fp, fn))
     empty = float(tp + fp + fn == 0)
     return {"precision": tp / (tp + fp) if tp + fp else empty,
             "recall": tp / (tp + fn) if tp + fn else empty,
