@@ -69,14 +69,15 @@ def main(argv=None):
         cells = []
         for p in patiences:
             stop, kept, best, decided = replay(history["val_dice"], steps, config.patience(p))
+            replayed = None
             if p < config.reduce_lr_steps:
                 cell = "n/a"  # not the same run: the validation interval may differ
             elif not decided and ended_early:
                 cell = "beyond"  # the history ends before this patience decides
             else:
+                replayed = {"stop": stop, "kept": kept, "val_dice": best}
                 cell = f"{stop} / {kept} ({best:.3f})"
-            entry["patience"][p] = (None if cell in ("n/a", "beyond") else
-                                    {"stop": stop, "kept": kept, "val_dice": best})
+            entry["patience"][p] = replayed
             cells.append(cell)
         result[str(run)] = entry
         rows.append(("/".join(run.parts[-2:]), config.steps, int(steps[-1]), *cells))
