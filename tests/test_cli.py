@@ -212,6 +212,17 @@ def test_train_flags_reach_the_config(monkeypatch, capsys, tmp_path, sample_dir)
     with pytest.raises(SystemExit, match="2"):
         main(["train", "--data", str(sample_dir), "--out", str(tmp_path / "r"), "--steps", "lots"])
     assert "--steps: expected a number of steps or auto" in capsys.readouterr().err
+    assert seen["config"].max_minutes is None  # the default
+    for flag, value in (("40", 40.0), ("2.5", 2.5), ("off", None)):
+        assert_user_error(capsys, ["train", "--data", sample_dir, "--out", tmp_path / "r",
+                                   "--max-minutes", flag], "stopped here by the test")
+        assert seen["config"].max_minutes == value
+    for flag in ("0", "-3", "soon", "inf"):
+        with pytest.raises(SystemExit, match="2"):
+            main(["train", "--data", str(sample_dir), "--out", str(tmp_path / "r"),
+                  "--max-minutes", flag])
+        assert "--max-minutes: expected a number of minutes above 0 or off" in \
+            capsys.readouterr().err
     assert seen["config"].tta is False  # the default
     for flag, value in (("--tta", True), ("--no-tta", False)):
         assert_user_error(capsys, ["train", "--data", sample_dir, "--out", tmp_path / "r", flag],

@@ -101,6 +101,7 @@ def test_config_round_trip_and_unknown_keys(tmp_path):
         (dict(learning_rate=0), "learning_rate`? must be positive"),
         (dict(foreground_fraction=1.5), "foreground_fraction`? must be between 0 and 1"),
         (dict(validation_share=0), "validation_share`? must be above 0 and at most 1"),
+        (dict(max_minutes=0), "max_minutes`? must be above 0, or null"),
     ],
 )
 def test_config_rejects_bad_values(values, message):
@@ -433,6 +434,60 @@ def test_a_run_saved_before_flatten_existed_reads_as_unflattened(tmp_path):
     (tmp_path / "new.json").write_text(json.dumps({**old, "flatten": 61}))
     assert Config.load(tmp_path / "new.json", run=True).flatten == 61
     assert load_run("spores")[1].flatten is None  # the shipped model's, saved before it
+
+
+def _time_limit(minutes, epochs, spent=0.0):
+    from unet.train import TimeLimit
+
+    limit = TimeLimit(minutes, steps_per_epoch=100, spent=spent)
+    limit.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    limit.set_params({"epochs": epochs})
+    return limit
+
+
+def _stops_after(limit, epochs):
+    """The epochs run until ``limit`` stops training (20 s of steps and 5 s of
+    validation each; the validation carried over, 0 s, on odd epochs)."""
+    for epoch in range(epochs):
+        limit.on_epoch_end(epoch, {"seconds": 20.0, "val_seconds": 0.0 if epoch % 2 else 5.0})
+        if getattr(limit.model, "stop_training", False):
+            return epoch + 1
+    return epochs
+
+
+def test_the_time_limit_stops_before_the_next_epoch_would_pass_it():
+    """Training stops after the last epoch whose successor would not end within the
+    limit: the time spent, plus the next epoch's steps and mean validation."""
+    # 25 + 20 + 25 + 20 s = 90 s after four epochs; a fifth (20 + 2.5 s) would pass 100 s
+    limit = _time_limit(100 / 60, epochs=41)
+    assert _stops_after(limit, 41) == 4
+    assert limit.stopped_step == 400 and limit.spent == 90
+    # a run resumed after 60 s of earlier sessions has 40 s left: one epoch
+    assert _stops_after(_time_limit(100 / 60, epochs=41, spent=60), 41) == 1
+    # the last epoch is the budget's end, not the limit's
+    short = _time_limit(100 / 60, epochs=3)
+    assert _stops_after(short, 3) == 3 and short.stopped_step is None
+    roomy = _time_limit(60, epochs=41)
+    assert _stops_after(roomy, 41) == 41 and roomy.stopped_step is None
+
+
+def test_a_run_that_reaches_its_time_limit_ends_as_a_finished_run(tmp_path, sample_dir):
+    """The command line says where the limit stopped it; the run is complete: its best
+    network, its calibration, no backup left to resume from."""
+    config_file = tmp_path / "tiny.json"
+    config_file.write_text(json.dumps({**TINY, "max_minutes": 1e-4}))
+    out = tmp_path / "run"
+    done = subprocess.run(_train_command(sample_dir, out, config_file, 48),
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "max_minutes: stopped at 0.0001 min after 4 of 48 steps" in done.stdout
+    assert "--max-minutes off trains them all" in done.stdout
+    history = read_history(out / "history.csv")
+    assert list(history["step"]) == [4]
+    saved = result_config(out)
+    assert saved.max_minutes == 1e-4 and saved.calibration is not None
+    assert (out / "model.keras").is_file() and not (out / "backup").exists()
+    load_run(out)
 
 
 def test_a_run_saved_before_the_contrast_default_changed_reads_as_its_former_range(

@@ -237,6 +237,17 @@ class Config:
         renderer's spores 4100 steps instead of 3000 (11 min instead of 7.5) lifted the
         ten fields' Dice from 0.897 / 0.893 to 0.907 / 0.902 and cut their count error
         from 6.6 / 5.5 % to 2.8 / 4.1 % (training seeds 0 / 1; ``benchmarks/README.md``).
+    max_minutes : float or None
+        Most minutes of training and validation (``seconds`` and ``val_seconds`` in
+        history.csv, summed over a resumed run's sessions): training stops after the
+        last epoch that ends within them, before ``steps``, and keeps its best
+        validation network, as early stopping does (:class:`unet.train.TimeLimit`).
+        None (default): every step, whatever the time, so a run is the same on any
+        machine. A default run takes 10-11 min on 2 cores with bf16 units (AVX512-BF16
+        or AMX) and about an hour on 2 AVX2 cores in fp32; there a 15 min limit cost
+        the other renderer's spores 0.063 of test Dice and HeLa nuclei nothing
+        (``benchmarks/README.md``, *Training time on a CPU without bf16 units*).
+        Multi-worker runs train without it.
     steps_per_epoch : int
         Steps per epoch: one row of history.csv, one validation and checkpoint (fewer
         with ``validation_share``).
@@ -319,6 +330,7 @@ class Config:
     flatten: int | str | None = "auto"
     # training
     steps: int | str = "auto"
+    max_minutes: float | None = None
     steps_per_epoch: int = 100
     validation_share: float | None = 0.1
     batch_size: int = 8
@@ -380,6 +392,9 @@ class Config:
         if self.validation_share is not None and not 0 < self.validation_share <= 1:
             raise UsageError("`validation_share` must be above 0 and at most 1, or null, got "
                              f"{self.validation_share!r}.")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise UsageError("`max_minutes` must be above 0, or null for no time limit, got "
+                             f"{self.max_minutes!r}.")
         if not 0 <= self.dropout < 1:
             raise UsageError(f"`dropout` must be at least 0 and below 1, got {self.dropout!r}.")
         if not self.border_w0 >= 0 or not self.border_sigma > 0:

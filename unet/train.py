@@ -53,6 +53,38 @@ class _EpochTimer(keras.callbacks.Callback):
             logs["step"] = (epoch + 1) * self.steps_per_epoch
 
 
+class TimeLimit(keras.callbacks.Callback):
+    """Ends training before ``minutes`` of training and validation have passed.
+
+    At the end of each epoch (after its validation) the time spent so far, the
+    ``seconds`` and ``val_seconds`` of this and earlier epochs (``spent``: those of a
+    resumed run's earlier sessions, from its history.csv), plus what the next epoch
+    will take (this epoch's training seconds and the mean validation seconds so far),
+    is compared with the limit; where the next epoch would pass it, training stops
+    after this one. The best validation network is kept as when early stopping ends a
+    run. ``stopped_step`` is the step it stopped at (None while it has not).
+    """
+
+    def __init__(self, minutes, steps_per_epoch, spent=0.0):
+        super().__init__()
+        self.limit = 60.0 * float(minutes)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.spent = float(spent)
+        self.stopped_step = None
+        self._validations = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        train_seconds = float(logs.get("seconds", 0.0))
+        self._validations.append(float(logs.get("val_seconds", 0.0)))
+        self.spent += train_seconds + self._validations[-1]
+        upcoming = train_seconds + sum(self._validations) / len(self._validations)
+        last = epoch + 1 >= (self.params or {}).get("epochs", epoch + 2)
+        if not last and self.spent + upcoming > self.limit:
+            self.stopped_step = (epoch + 1) * self.steps_per_epoch
+            self.model.stop_training = True
+
+
 def validation_interval(validation_pixels, epoch_pixels, max_share, max_interval=None):
     """Epochs between validations that keep their cost within ``max_share`` of training.
 
@@ -403,7 +435,8 @@ def train(
     dict
         ``model`` (path), ``history`` ({column: array}, one row per epoch of
         ``steps_per_epoch`` steps), ``epochs``, ``steps`` (done), ``seconds``,
-        ``precision`` (policy), ``resumed``, ``config`` (as saved: the chosen
+        ``precision`` (policy), ``resumed``, ``time_limited`` (``Config.max_minutes``
+        ended the run before its steps), ``config`` (as saved: the chosen
         ``crop_size`` and the calibrated post-processing), ``calibration`` (what it
         chose and compared, or None) and ``calibration_note`` (one line saying so).
     """
@@ -487,10 +520,17 @@ def train(
             keras.mixed_precision.set_global_policy(previous_policy)
 
         history_path = out_dir / "history.csv"
-        best = read_history(history_path).get("val_dice")
+        earlier = read_history(history_path)  # a resumed run's earlier epochs
+        best = earlier.get("val_dice")
         if not zipfile.is_zipfile(out_dir / "model.keras"):
             best = None  # no complete model yet (or one cut short by an older version): save the next
         nan_guard = _StopOnNaN()
+        # the workers of a multi-worker run would each time themselves and could stop
+        # at different epochs: they train the whole budget
+        time_limit = TimeLimit(config.max_minutes, config.steps_per_epoch,
+                               spent=sum(float(np.sum(earlier.get(k, 0.0)))
+                                         for k in ("seconds", "val_seconds"))) \
+            if config.max_minutes and role is None else None
         callbacks = [
             # first: it times the training steps alone; then validation, whose scores
             # the others read
@@ -514,6 +554,7 @@ def train(
             keras.callbacks.EarlyStopping(
                 monitor="val_dice", mode="max", patience=config.patience(config.early_stopping_steps)
             ),
+            *([time_limit] if time_limit else []),
             keras.callbacks.CSVLogger(history_path, append=True),
             keras.callbacks.TensorBoard(out_dir / "logs", write_graph=False),
             # Last, so an epoch is only marked done once everything above has run for it.
@@ -560,6 +601,7 @@ def train(
             "seconds": seconds,
             "precision": policy,
             "resumed": resumed,
+            "time_limited": bool(time_limit and time_limit.stopped_step),
             "config": config,
             "calibration": config.calibration,
             "calibration_note": note,
