@@ -439,17 +439,18 @@ def test_a_run_saved_before_flatten_existed_reads_as_unflattened(tmp_path):
 def _time_limit(minutes, epochs, spent=0.0):
     from unet.train import TimeLimit
 
-    limit = TimeLimit(minutes, steps_per_epoch=100, spent=spent)
+    limit = TimeLimit(minutes, spent=spent)
     limit.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
     limit.set_params({"epochs": epochs})
     return limit
 
 
 def _stops_after(limit, epochs):
-    """The epochs run until ``limit`` stops training (20 s of steps and 5 s of
+    """The epochs run until ``limit`` stops training (100 steps, 20 s of steps and 5 s of
     validation each; the validation carried over, 0 s, on odd epochs)."""
     for epoch in range(epochs):
-        limit.on_epoch_end(epoch, {"seconds": 20.0, "val_seconds": 0.0 if epoch % 2 else 5.0})
+        limit.on_epoch_end(epoch, {"seconds": 20.0, "val_seconds": 0.0 if epoch % 2 else 5.0,
+                                   "step": 100 * (epoch + 1)})
         if getattr(limit.model, "stop_training", False):
             return epoch + 1
     return epochs

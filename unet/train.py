@@ -62,13 +62,13 @@ class TimeLimit(keras.callbacks.Callback):
     will take (this epoch's training seconds and the mean validation seconds so far),
     is compared with the limit; where the next epoch would pass it, training stops
     after this one. The best validation network is kept as when early stopping ends a
-    run. ``stopped_step`` is the step it stopped at (None while it has not).
+    run. ``stopped_step`` is the step it stopped at, the ``step`` that
+    :class:`_EpochTimer` (before it) logged (None while it has not stopped).
     """
 
-    def __init__(self, minutes, steps_per_epoch, spent=0.0):
+    def __init__(self, minutes, spent=0.0):
         super().__init__()
         self.limit = 60.0 * float(minutes)
-        self.steps_per_epoch = int(steps_per_epoch)
         self.spent = float(spent)
         self.stopped_step = None
         self._validations = []
@@ -81,7 +81,7 @@ class TimeLimit(keras.callbacks.Callback):
         upcoming = train_seconds + sum(self._validations) / len(self._validations)
         last = epoch + 1 >= (self.params or {}).get("epochs", epoch + 2)
         if not last and self.spent + upcoming > self.limit:
-            self.stopped_step = (epoch + 1) * self.steps_per_epoch
+            self.stopped_step = int(logs["step"])
             self.model.stop_training = True
 
 
@@ -527,7 +527,7 @@ def train(
         nan_guard = _StopOnNaN()
         # the workers of a multi-worker run would each time themselves and could stop
         # at different epochs: they train the whole budget
-        time_limit = TimeLimit(config.max_minutes, config.steps_per_epoch,
+        time_limit = TimeLimit(config.max_minutes,
                                spent=sum(float(np.sum(earlier.get(k, 0.0)))
                                          for k in ("seconds", "val_seconds"))) \
             if config.max_minutes and role is None else None
